@@ -1,0 +1,286 @@
+"""Typed configuration: the gateway's ``Settings`` and a model's ``config.yaml`` (``ModelConfig``).
+
+``Settings`` is built once at start from, in order of precedence: command-line flags, ``SLUICE_*``
+environment variables (nested fields with ``__``: ``SLUICE_BATCHING__MAX_BATCH_SIZE=32``), a YAML file
+(``--config``), and the defaults below. Unknown keys fail at start with the key's name, in the file and in
+the environment alike. ``docs/configuration.md`` is generated from these classes
+(``python -m server.settings``), so every field carries a description.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from contextvars import ContextVar
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from server.errors import ConfigError
+
+ENV_PREFIX = "SLUICE_"
+
+
+class BatchingSettings(BaseModel):
+    """Dynamic batching knobs; the gateway-wide defaults, overridable per model in ``config.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Batch concurrent requests to one model version together.")
+    max_batch_size: int = Field(64, ge=1, description="Most rows in one execution.")
+    max_queue_delay_us: int = Field(
+        0,
+        ge=0,
+        description="How long the oldest queued request may wait for others to join its batch. With 0, "
+        "requests still gather while every instance is busy.",
+    )
+    preferred_batch_sizes: list[int] = Field(
+        default_factory=list,
+        description="Batch sizes that run a batch at once; empty lets the load-time profile choose.",
+    )
+    max_queue_size: int = Field(
+        4096, ge=1, description="Most rows waiting per version; beyond it requests get 503 at once."
+    )
+    instances: int = Field(1, ge=1, description="Concurrent executions per version.")
+    intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: its default).")
+    execution: Literal["auto", "inline", "thread"] = Field(
+        "auto",
+        description="Run the model on the event loop (inline) or on worker threads; auto measures at load.",
+    )
+
+
+class Settings(BaseSettings):
+    """Settings of one gateway process."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX, env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    repository: Path = Field(Path("models"), description="The model repository to serve.")
+    host: str = Field("127.0.0.1", description="Address to bind.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    access_log: bool = Field(False, description="Log every request (costs throughput).")
+    max_body_bytes: int = Field(
+        64 * 1024 * 1024, ge=1024, description="Largest request body, after decompression (413 beyond)."
+    )
+    max_elements: int = Field(
+        16_777_216, ge=1, description="Largest element count a declared input shape may have (413 beyond)."
+    )
+    poll_interval_s: float = Field(
+        2.0,
+        ge=0,
+        description="How often the repository is rescanned for new, changed or removed versions "
+        "(0: only at start and on the admin load endpoint).",
+    )
+    drain_timeout_s: float = Field(
+        10.0, ge=0, description="On shutdown, how long in-flight requests may take to finish."
+    )
+    default_timeout_us: int | None = Field(
+        None, ge=1, description="Deadline for requests that send no `timeout` parameter (none: no deadline)."
+    )
+    allow_nan: bool = Field(
+        False, description="Accept NaN/Inf in float inputs by default (a model's config.yaml can override)."
+    )
+    admin_token: SecretStr | None = Field(
+        None, description="Bearer token for the admin API; with none the admin API answers 403."
+    )
+    batching: BatchingSettings = Field(default_factory=BatchingSettings, description="Batching defaults.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings, _FileSource(settings_cls)
+
+
+_FILE_VALUES: ContextVar[dict[str, Any] | None] = ContextVar("sluice_settings_file", default=None)
+
+
+class _FileSource(PydanticBaseSettingsSource):
+    """The YAML settings file, below the environment in precedence."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_FILE_VALUES.get() or {})
+
+
+def read_yaml(path: Path) -> dict[str, Any]:
+    """A YAML mapping from ``path``, or ``ConfigError`` saying what is wrong with it."""
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    try:
+        body = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if body is None:
+        return {}
+    if not isinstance(body, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(body).__name__}")
+    return body
+
+
+def _check_environment(environ: dict[str, str]) -> None:
+    known = {name.upper() for name in Settings.model_fields}
+    for key in environ:
+        if not key.startswith(ENV_PREFIX):
+            continue
+        field = key[len(ENV_PREFIX) :].split("__", 1)[0]
+        if field not in known:
+            raise ConfigError(f"unknown setting {key} in the environment (known: {', '.join(sorted(known))})")
+
+
+def describe_validation_error(source: str, exc: ValidationError) -> str:
+    problems = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        if err["type"] == "extra_forbidden":
+            problems.append(f"unknown key '{where}'")
+        else:
+            problems.append(f"'{where}': {err['msg']}")
+    return f"{source}: " + "; ".join(problems)
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings: ``overrides`` (CLI flags, ``None`` means unset) > environment > file > defaults."""
+    _check_environment(dict(os.environ))
+    file_values = read_yaml(config_file) if config_file is not None else {}
+    token = _FILE_VALUES.set(file_values)
+    try:
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except ValidationError as exc:
+        raise ConfigError(describe_validation_error(str(config_file or "settings"), exc)) from exc
+    finally:
+        _FILE_VALUES.reset(token)
+
+
+class VersionPolicy(BaseModel):
+    """Which versions of a model are served: all (default), the latest N, or a specific list."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latest: int | None = Field(None, ge=1)
+    specific: list[int] | None = None
+    all: bool | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> VersionPolicy:
+        chosen = [k for k in ("latest", "specific", "all") if getattr(self, k) is not None]
+        if len(chosen) > 1:
+            raise ValueError(f"choose one of latest, specific, all (got {', '.join(chosen)})")
+        return self
+
+    def select(self, versions: list[int]) -> list[int]:
+        ordered = sorted(versions)
+        if self.latest is not None:
+            return ordered[-self.latest :]
+        if self.specific is not None:
+            return [v for v in ordered if v in set(self.specific)]
+        return ordered
+
+
+class ModelConfig(BaseModel):
+    """A model's optional ``<repository>/<model>/config.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    version_policy: VersionPolicy = Field(
+        default_factory=VersionPolicy,
+        description="`all` (default), `{latest: N}` or `{specific: [1, 3]}`.",
+    )
+    labels: dict[str, int] = Field(
+        default_factory=dict, description="Names for versions, e.g. `{stable: 1, canary: 2}`."
+    )
+    batching: dict[str, Any] = Field(
+        default_factory=dict, description="Overrides of the gateway's batching settings for this model."
+    )
+    allow_nan: bool | None = Field(None, description="Accept NaN/Inf inputs (default: the gateway setting).")
+
+    @field_validator("version_policy", mode="before")
+    @classmethod
+    def _policy_shorthand(cls, value: Any) -> Any:
+        if value == "all":
+            return {"all": True}
+        return value
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_name_versions(cls, value: dict[str, int]) -> dict[str, int]:
+        for label, version in value.items():
+            if label.isdigit():
+                raise ValueError(f"label '{label}' would collide with a version number")
+            if version < 1:
+                raise ValueError(f"label '{label}' points to version {version}; versions are positive")
+        return value
+
+    def batching_for(self, defaults: BatchingSettings) -> BatchingSettings:
+        try:
+            return BatchingSettings(**{**defaults.model_dump(), **self.batching})
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error("batching", exc)) from exc
+
+    @classmethod
+    def read(cls, path: Path) -> ModelConfig:
+        if not path.exists():
+            return cls()
+        try:
+            return cls(**read_yaml(path))
+        except ValidationError as exc:
+            raise ConfigError(describe_validation_error(str(path), exc)) from exc
+
+
+def reference_markdown() -> str:
+    """The configuration reference, generated from the classes above (docs/configuration.md)."""
+    lines = [
+        "# Configuration reference",
+        "",
+        "Generated by `python -m server.settings > docs/configuration.md`; a test fails when it is stale.",
+        "",
+        "Precedence: command-line flags > `SLUICE_*` environment > `--config` YAML file > defaults.",
+        "Nested fields use `__` in the environment (`SLUICE_BATCHING__MAX_BATCH_SIZE=32`).",
+        "Unknown keys fail at start.",
+        "",
+    ]
+    for title, model, env in (
+        ("Gateway settings", Settings, True),
+        ("Batching (`batching:`; per model under `batching:` in config.yaml)", BatchingSettings, False),
+        ("Model `config.yaml`", ModelConfig, False),
+    ):
+        lines += [
+            f"## {title}",
+            "",
+            "| key | environment | default | description |",
+            "| --- | --- | --- | --- |",
+        ]
+        for name, field in model.model_fields.items():
+            default = "(required)" if field.is_required() else field.get_default(call_default_factory=True)
+            if isinstance(default, BaseModel):
+                default = "see below"
+            env_name = f"`{ENV_PREFIX}{name.upper()}`" if env else ""
+            lines.append(f"| `{name}` | {env_name} | `{default}` | {field.description or ''} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.stdout.write(reference_markdown())
