@@ -1,0 +1,280 @@
+"""converters: scikit-learn -> ONNX + manifest, parity, profile, repository writes, CLI and demo."""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import hashlib
+from pathlib import Path
+
+import joblib
+import numpy as np
+import onnxruntime as ort
+import pytest
+from sklearn.datasets import make_classification, make_regression
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+from sklearn.svm import OneClassSVM
+
+from converters import Tolerance, convert
+from converters import cli as convert_cli
+from converters.demo import build_demo_repository
+from server.errors import ConversionError
+from server.manifest import Manifest
+
+
+@pytest.fixture(scope="module")
+def clf_data() -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_classification(n_samples=200, n_features=5, n_informative=3, random_state=0)
+    return x, y
+
+
+@pytest.fixture(scope="module")
+def logistic(clf_data: tuple[np.ndarray, np.ndarray]):
+    return make_pipeline(StandardScaler(), LogisticRegression()).fit(*clf_data)
+
+
+@pytest.fixture(scope="module")
+def boosted(clf_data: tuple[np.ndarray, np.ndarray]):
+    return GradientBoostingClassifier(n_estimators=10, random_state=0).fit(*clf_data)
+
+
+@pytest.fixture(scope="module")
+def reg_data() -> tuple[np.ndarray, np.ndarray]:
+    x, y = make_regression(n_samples=150, n_features=4, noise=1.0, random_state=0)
+    return x, y
+
+
+def _session(version_dir: Path) -> ort.InferenceSession:
+    return ort.InferenceSession(str(version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
+
+
+def test_logistic_pipeline_round_trip_and_manifest(tmp_path: Path, logistic, clf_data) -> None:
+    x, _ = clf_data
+    names = ["a", "b", "c", "d", "e"]
+    messages: list[str] = []
+    result = convert(
+        logistic, x, repository=tmp_path, name="churn", feature_names=names, progress=messages.append
+    )
+
+    assert result.version == 1 and result.path == tmp_path / "churn" / "1"
+    label, proba = _session(result.path).run(None, {"input": x.astype(np.float32)})
+    np.testing.assert_array_equal(label, logistic.predict(x))
+    np.testing.assert_allclose(proba, logistic.predict_proba(x), atol=1e-5)
+
+    manifest = Manifest.read(result.path)
+    assert manifest.task == "classification"
+    (tensor,) = manifest.inputs
+    assert (tensor.name, tensor.datatype, tensor.shape, tensor.features) == (
+        "input",
+        "FP32",
+        (-1, 5),
+        tuple(names),
+    )
+    roles = {t.name: (t.role, t.datatype, t.shape) for t in manifest.outputs}
+    assert roles == {"label": ("label", "INT64", (-1,)), "probabilities": ("probabilities", "FP32", (-1, 2))}
+    assert manifest.class_labels == [0, 1]
+    assert manifest.sha256 == hashlib.sha256((result.path / "model.onnx").read_bytes()).hexdigest()
+    assert manifest.parity is not None and manifest.parity["passed"] is True
+    assert manifest.parity["rows"] == 1000 and manifest.parity["label_agreement"] >= 0.999
+    assert manifest.source["estimator"] == "Pipeline(StandardScaler, LogisticRegression)"
+    assert manifest.source["options"]["precision"] == "float32"
+    assert set(manifest.source["versions"]) == {"scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy"}
+    assert manifest.created_at and manifest.created_at.endswith("+00:00")
+    assert any("parity on 1000 rows" in m for m in messages) and "writing churn/1" in messages
+
+    profile = manifest.profile
+    assert profile is not None and profile["rows"] == 200
+    b = profile["features"]["b"]
+    assert b["mean"] == pytest.approx(x[:, 1].mean()) and b["std"] == pytest.approx(x[:, 1].std())
+    assert b["quantiles"]["0.95"] == pytest.approx(np.quantile(x[:, 1], 0.95))
+    assert b["min"] == pytest.approx(x[:, 1].min()) and b["missing"] == 0.0
+    assert len(b["histogram"]["edges"]) == 11 and sum(b["histogram"]["counts"]) == 200
+    shares = profile["outputs"]["class_shares"]
+    assert shares["1"] == pytest.approx(np.mean(logistic.predict(x) == 1))
+
+
+def test_gradient_boosting_classifier_matches(tmp_path: Path, boosted, clf_data) -> None:
+    x, _ = clf_data
+    result = convert(boosted, x, repository=tmp_path, name="gb")
+    label, proba = _session(result.path).run(None, {"input": x.astype(np.float32)})
+    np.testing.assert_array_equal(label, boosted.predict(x))
+    np.testing.assert_allclose(proba, boosted.predict_proba(x), atol=1e-5)
+    assert result.manifest.source["estimator"] == "GradientBoostingClassifier"
+    assert result.manifest.inputs[0].features == ("f0", "f1", "f2", "f3", "f4")
+
+
+def test_ridge_regressor_value_output(tmp_path: Path, reg_data) -> None:
+    x, y = reg_data
+    model = make_pipeline(StandardScaler(), Ridge()).fit(x, y)
+    result = convert(model, x, repository=tmp_path, name="price")
+    (value,) = _session(result.path).run(None, {"input": x.astype(np.float32)})
+    np.testing.assert_allclose(value.ravel(), model.predict(x), rtol=1e-4, atol=1e-3)
+    manifest = result.manifest
+    assert manifest.task == "regression" and manifest.class_labels is None
+    assert [(t.name, t.role, t.shape) for t in manifest.outputs] == [("value", "value", (-1, 1))]
+    assert manifest.parity is not None and manifest.parity["label_agreement"] is None
+    assert manifest.profile is not None
+    assert manifest.profile["outputs"]["value"]["mean"] == pytest.approx(model.predict(x).mean())
+
+
+def test_float32_shortfall_falls_back_to_float64(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(100, 3))
+    # A large offset with a small spread: float32 cannot hold the intercept to the needed precision.
+    model = LinearRegression().fit(x, 1e7 + x @ np.array([1.0, 2.0, 3.0]))
+    result = convert(model, x, repository=tmp_path, name="big")
+    assert result.manifest.source["options"]["precision"] == "float64"
+    assert "float32_rejected" in result.manifest.source["options"]
+    assert result.manifest.inputs[0].datatype == "FP64"
+    (value,) = _session(result.path).run(None, {"input": x})
+    np.testing.assert_allclose(value.ravel(), model.predict(x), rtol=0, atol=1e-6)
+
+
+def test_hist_gradient_boosting_with_missing_values(tmp_path: Path, clf_data) -> None:
+    x, y = clf_data
+    x = x.copy()
+    x[::5, 2] = np.nan
+    model = HistGradientBoostingClassifier(max_iter=10, random_state=0).fit(x, y)
+    result = convert(model, x, repository=tmp_path, name="hgb")
+    assert result.report.passed
+    assert result.manifest.profile is not None
+    assert result.manifest.profile["features"]["f2"]["missing"] == pytest.approx(0.2)
+    assert result.manifest.profile["features"]["f2"]["mean"] == pytest.approx(np.nanmean(x[:, 2]))
+
+
+def test_next_version_ignores_other_entries_and_leaves_no_temp_dirs(
+    tmp_path: Path, logistic, clf_data
+) -> None:
+    x, _ = clf_data
+    model_dir = tmp_path / "churn"
+    for entry in ("3", "junk", ".hidden", "0", "007"):
+        (model_dir / entry).mkdir(parents=True)
+    first = convert(logistic, x, repository=tmp_path, name="churn")
+    second = convert(logistic, x, repository=tmp_path, name="churn")
+    assert (first.version, second.version) == (4, 5)
+    assert (model_dir / "5" / "model.onnx").is_file()
+    assert not [p for p in model_dir.iterdir() if p.name.startswith(".tmp-")]
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, logistic, clf_data) -> None:
+    x, _ = clf_data
+    repo = tmp_path / "repo"
+    result = convert(logistic, x, repository=repo, name="churn", dry_run=True)
+    assert result.path == repo / "churn" / "1" and result.report.passed
+    assert result.manifest.sha256 is not None
+    assert not repo.exists()
+
+
+def test_unfitted_model_is_refused(tmp_path: Path, clf_data) -> None:
+    with pytest.raises(ConversionError, match="model is not fitted"):
+        convert(LogisticRegression(), clf_data[0], repository=tmp_path, name="m")
+
+
+@pytest.mark.parametrize(
+    ("model", "named"), [(OneClassSVM(), "OneClassSVM"), (object(), "object")], ids=["svm", "object"]
+)
+def test_unsupported_model_is_named(tmp_path: Path, clf_data, model: object, named: str) -> None:
+    with pytest.raises(ConversionError, match=f"unsupported .*{named}") as info:
+        convert(model, clf_data[0], repository=tmp_path, name="m")
+    assert "LogisticRegression" in info.value.message  # the supported ones are listed
+
+
+def test_wrong_sample_width(tmp_path: Path, logistic, clf_data) -> None:
+    with pytest.raises(ConversionError, match="4 columns but the model takes 5 features"):
+        convert(logistic, clf_data[0][:, :4], repository=tmp_path, name="m")
+
+
+def test_unwritable_repository(tmp_path: Path, logistic, clf_data) -> None:
+    (tmp_path / "afile").write_text("not a directory")
+    repo = tmp_path / "afile" / "repo"
+    with pytest.raises(ConversionError, match="cannot use the model repository") as info:
+        convert(logistic, clf_data[0], repository=repo, name="m")
+    assert str(repo / "m") in info.value.message
+
+
+@pytest.mark.parametrize("name", [".hidden", "a/b", "", "../up", "sp ace"])
+def test_unsafe_names(tmp_path: Path, logistic, clf_data, name: str) -> None:
+    with pytest.raises(ConversionError, match="invalid model name"):
+        convert(logistic, clf_data[0], repository=tmp_path, name=name)
+
+
+def test_parity_failure_writes_nothing_and_shows_worst_rows(tmp_path: Path, boosted, clf_data) -> None:
+    strict = Tolerance(max_abs_diff_proba=0.0, max_abs_diff_value_rel=0.0, min_label_agreement=1.0)
+    with pytest.raises(ConversionError, match="disagrees with the model") as info:
+        convert(boosted, clf_data[0], repository=tmp_path, name="gb", tolerance=strict)
+    assert "nothing was written" in info.value.message
+    assert info.value.message.count("row ") >= 5 and "original" in info.value.message
+    assert len(info.value.details["worst"]) == 5
+    assert list(tmp_path.iterdir()) == []
+
+
+def _args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="sluice convert")
+    convert_cli.add_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def test_cli_converts_a_joblib_file_with_a_csv_sample(tmp_path: Path, logistic, clf_data, capsys) -> None:
+    x, _ = clf_data
+    joblib.dump(logistic, tmp_path / "model.joblib")
+    with open(tmp_path / "sample.csv", "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["a", "b", "c", "d", "e"])
+        writer.writerows(x.tolist())
+    argv = [str(tmp_path / "model.joblib"), "--repository", str(tmp_path / "repo"), "--name", "churn"]
+    code = convert_cli.run(_args([*argv, "--sample", str(tmp_path / "sample.csv")]))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert f"wrote {tmp_path / 'repo' / 'churn' / '1'} (model.onnx" in out and "label agreement" in out
+    assert "checking parity" in err
+    manifest = Manifest.read(tmp_path / "repo" / "churn" / "1")
+    assert manifest.inputs[0].features == ("a", "b", "c", "d", "e")
+
+
+def test_cli_without_sample_uses_the_scaler_and_skips_the_profile(tmp_path: Path, logistic, capsys) -> None:
+    joblib.dump(logistic, tmp_path / "model.joblib")
+    code = convert_cli.run(
+        _args([str(tmp_path / "model.joblib"), "--repository", str(tmp_path), "--name", "m"])
+    )
+    assert code == 0, capsys.readouterr().err
+    assert Manifest.read(tmp_path / "m" / "1").profile is None
+
+
+def test_cli_requires_a_sample_without_a_leading_scaler(tmp_path: Path, boosted, capsys) -> None:
+    joblib.dump(boosted, tmp_path / "model.joblib")
+    code = convert_cli.run(
+        _args([str(tmp_path / "model.joblib"), "--repository", str(tmp_path), "--name", "m"])
+    )
+    assert code == 2
+    assert "--sample is required" in capsys.readouterr().err
+
+
+def test_cli_corrupt_pickle_is_a_clean_user_error(tmp_path: Path, capsys) -> None:
+    (tmp_path / "model.joblib").write_bytes(b"\x80\x04this is not a pickle")
+    code = convert_cli.run(
+        _args([str(tmp_path / "model.joblib"), "--repository", str(tmp_path), "--name", "m"])
+    )
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "cannot load a model" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_demo_builds_then_reuses(tmp_path: Path) -> None:
+    names = build_demo_repository(tmp_path, progress=lambda _m: None)
+    assert names == ["breast_cancer", "iris", "diabetes"]
+    layout = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    digests = {p: Manifest.read(p).sha256 for p in tmp_path.glob("*/[0-9]*")}
+    assert len(digests) == 4
+    assert "labels:" in (tmp_path / "breast_cancer" / "config.yaml").read_text()
+    assert Manifest.read(tmp_path / "iris" / "1").class_labels == [0, 1, 2]
+
+    messages: list[str] = []
+    build_demo_repository(tmp_path, progress=messages.append)
+    reused = sorted(m.removeprefix("reusing ") for m in messages if m.startswith("reusing"))
+    assert reused == ["breast_cancer/1", "breast_cancer/2", "diabetes/1", "iris/1"]
+    assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == layout
+    assert {p: Manifest.read(p).sha256 for p in tmp_path.glob("*/[0-9]*")} == digests
