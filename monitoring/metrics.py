@@ -1,0 +1,143 @@
+"""Prometheus metrics of one gateway, on a registry the app owns (never the global one).
+
+Labels are bounded: ``model``, ``version``, ``outcome``, ``reason``, ``code``; never ids. Label children
+are cached: ``.labels()`` per request costs about 3 us, a cached child about 1 us. Requests for a model
+the registry does not know are counted without a model label, so a scanner cannot grow the series.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.0025,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    5.0,
+    10.0,
+)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+#: What a request's HTTP status says about it, as the ``outcome`` label.
+OUTCOMES = {200: "ok", 429: "shed", 503: "shed", 504: "timeout"}
+
+CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+def outcome_of(status: int) -> str:
+    if status in OUTCOMES:
+        return OUTCOMES[status]
+    return "client_error" if status < 500 else "server_error"
+
+
+class Metrics:
+    """Every metric sluice exports, with cached label children for the hot path."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry(auto_describe=True)
+        r = self.registry
+        self.requests = Counter(
+            "sluice_requests",
+            "Inference requests by model, version, outcome and route reason.",
+            ["model", "version", "outcome", "reason"],
+            registry=r,
+        )
+        self.request_seconds = Histogram(
+            "sluice_request_duration_seconds",
+            "Inference request latency, body read to response built.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.queue_seconds = Histogram(
+            "sluice_queue_duration_seconds",
+            "Time a request waited in the batch queue.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.compute_seconds = Histogram(
+            "sluice_compute_duration_seconds",
+            "Model execution time per batch.",
+            ["model", "version"],
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.batch_rows = Histogram(
+            "sluice_batch_size_rows",
+            "Rows per executed batch.",
+            ["model", "version"],
+            buckets=BATCH_BUCKETS,
+            registry=r,
+        )
+        self.queue_rows = Gauge(
+            "sluice_queue_rows",
+            "Rows waiting in the batch queue.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.in_flight = Gauge(
+            "sluice_in_flight_requests",
+            "Inference requests being served now.",
+            registry=r,
+        )
+        self.shed = Counter(
+            "sluice_shed_requests",
+            "Requests rejected or dropped before they ran, by reason.",
+            ["model", "version", "reason"],
+            registry=r,
+        )
+        self.unrouted = Counter(
+            "sluice_unrouted_requests",
+            "Inference requests that named no known model or version, by status.",
+            ["code"],
+            registry=r,
+        )
+        self.version_ready = Gauge(
+            "sluice_model_version_ready",
+            "1 while a model version is ready to serve.",
+            ["model", "version"],
+            registry=r,
+        )
+        self._children: dict[tuple[Any, ...], Any] = {}
+
+    def child(self, metric: Any, *labels: str) -> Any:
+        key = (id(metric), *labels)
+        found = self._children.get(key)
+        if found is None:
+            found = self._children[key] = metric.labels(*labels)
+        return found
+
+    def observe_request(self, model: str, version: str, status: int, reason: str, seconds: float) -> None:
+        self.child(self.requests, model, version, outcome_of(status), reason).inc()
+        if status == 200:
+            self.child(self.request_seconds, model, version).observe(seconds)
+
+    def forget(self, model: str, version: str) -> None:
+        """Drop the per-version series of an unloaded version (its ready gauge goes to 0)."""
+        self.child(self.version_ready, model, version).set(0)
+        with contextlib.suppress(KeyError):
+            self.queue_rows.remove(model, version)
+        self._children = {
+            k: v
+            for k, v in self._children.items()
+            if k[1:3] != (model, version) or k[0] == id(self.version_ready)
+        }
+
+    def exposition(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,131 @@
+"""The ASGI application: the ``Gateway`` (what one process owns), its lifespan, and error rendering.
+
+Two phases, as uvicorn's config: ``create_app(settings)`` stores settings and builds objects; the lifespan
+creates what needs a running loop (the first repository scan, executors, the polling task) and stops it
+in order on shutdown: readiness goes false, intake stops, versions drain (bounded), tasks are cancelled.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator
+
+import orjson
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from monitoring.metrics import Metrics
+from server.errors import OverloadedError, SluiceError
+from server.registry import ModelRegistry, ModelVersion
+from server.routes import ROUTES
+from server.service import InferenceService
+from server.settings import Settings
+
+log = logging.getLogger("sluice.app")
+
+
+class Gateway:
+    """Everything one gateway process owns, built once from its settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.metrics = Metrics()
+        self.registry = ModelRegistry(settings, on_ready=self._attach, on_unload=self._detach)
+        self.service = InferenceService(settings, self.registry, self.metrics)
+        self.ready = False
+        self._poller: asyncio.Task[None] | None = None
+
+    async def _attach(self, mv: ModelVersion) -> None:
+        await self.service.attach(mv)
+
+    async def _detach(self, mv: ModelVersion) -> None:
+        await self.service.detach(mv)
+
+    def account(self, mv: ModelVersion | None, status: int, reason: str, started: float) -> None:
+        """Count one finished inference request (and its latency when it succeeded)."""
+        if mv is None:
+            self.metrics.child(self.metrics.unrouted, str(status)).inc()
+            return
+        self.metrics.observe_request(mv.model, str(mv.version), status, reason, time.perf_counter() - started)
+
+    async def start(self) -> None:
+        await self.registry.scan()
+        if self.settings.poll_interval_s > 0:
+            self._poller = asyncio.create_task(self._poll(), name="sluice-repository-poll")
+        self.ready = True
+        log.info("serving %d model(s) from %s", len(self.registry.models()), self.settings.repository)
+
+    async def _poll(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.registry.scan()
+            except Exception:  # a scan must never kill the poller: the next one may succeed
+                log.exception("repository scan failed")
+
+    async def stop(self) -> None:
+        self.ready = False
+        self.service.accepting = False
+        if self._poller is not None:
+            self._poller.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._poller
+        await self.registry.close()
+
+
+def _render(exc: SluiceError) -> Response:
+    headers = None
+    if isinstance(exc, OverloadedError):
+        headers = {"retry-after": str(exc.retry_after_s)}
+    return Response(orjson.dumps(exc.to_json()), exc.status, headers=headers, media_type="application/json")
+
+
+async def _sluice_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, SluiceError)
+    if exc.status >= 500:
+        log.error("%s %s: %s", request.method, request.url.path, exc.message, exc_info=exc.__cause__)
+    return _render(exc)
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)
+    body = {"error": exc.detail, "code": "not_found" if exc.status_code == 404 else "http"}
+    return Response(orjson.dumps(body), exc.status_code, headers=exc.headers, media_type="application/json")
+
+
+async def _unexpected(request: Request, exc: Exception) -> Response:
+    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+    return Response(
+        orjson.dumps({"error": "internal server error", "code": "internal"}),
+        500,
+        media_type="application/json",
+    )
+
+
+def create_app(settings: Settings) -> Starlette:
+    gateway = Gateway(settings)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        await gateway.start()
+        try:
+            yield
+        finally:
+            await gateway.stop()
+
+    app = Starlette(
+        routes=ROUTES,
+        lifespan=lifespan,
+        exception_handlers={
+            SluiceError: _sluice_error,
+            HTTPException: _http_error,
+            Exception: _unexpected,
+        },
+    )
+    app.state.gateway = gateway
+    return app

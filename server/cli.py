@@ -1,0 +1,149 @@
+"""The ``sluice`` command: ``serve``, ``demo`` and ``convert``."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+from server import __version__
+from server.errors import ConfigError
+from server.settings import Settings, load_settings
+
+log = logging.getLogger("sluice")
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
+    )
+
+
+def serve(settings: Settings) -> None:
+    """Run the gateway with uvicorn until SIGINT/SIGTERM (graceful: in-flight requests finish)."""
+    import uvicorn
+
+    from server.app import create_app
+
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        access_log=settings.access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        server_header=False,
+    )
+    uvicorn.Server(config).run()
+
+
+def _serve_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, help="port to bind (default 8000)")
+    parser.add_argument("--config", type=Path, help="YAML settings file (see docs/configuration.md)")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+
+
+def _settings(args: argparse.Namespace, repository: Path | None) -> Settings:
+    return load_settings(
+        args.config, repository=repository, host=args.host, port=args.port, log_level=args.log_level
+    )
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    settings = _settings(args, args.repository)
+    _configure_logging(settings.log_level)
+    if not settings.repository.is_dir():
+        raise ConfigError(f"model repository {settings.repository} is not a directory")
+    serve(settings)
+    return 0
+
+
+def default_demo_dir() -> Path:
+    cache = Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache")
+    return cache / "sluice" / "demo"
+
+
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from converters.demo import build_demo_repository
+
+    repository: Path = args.repository or default_demo_dir()
+    settings = _settings(args, repository)
+    _configure_logging(settings.log_level)
+    print(f"building the demo model repository in {repository}", file=sys.stderr)
+    build_demo_repository(repository, progress=lambda msg: print(f"  {msg}", file=sys.stderr))
+    if args.build_only:
+        return 0
+    base = f"http://{settings.host}:{settings.port}"
+    print(
+        f"""
+sluice {__version__} serving {repository} on {base}
+
+  curl -s {base}/v2/models/iris/infer -H 'content-type: application/json' \\
+    -d '{{"inputs":[{{"name":"input","shape":[1,4],"datatype":"FP32","data":[5.1,3.5,1.4,0.2]}}]}}'
+  curl -s {base}/v1/models/iris:predict -d '{{"instances":[[6.7,3.0,5.2,2.3]]}}'
+
+  python - <<'EOF'
+  import numpy as np, tritonclient.http as http
+  client = http.InferenceServerClient("{settings.host}:{settings.port}")
+  x = http.InferInput("input", [1, 30], "FP32"); x.set_data_from_numpy(np.zeros((1, 30), np.float32))
+  print(client.infer("breast_cancer", [x]).as_numpy("probabilities"))
+  EOF
+
+  metrics: {base}/metrics      repository index: curl -s -X POST {base}/v2/repository/index
+""",
+        file=sys.stderr,
+        flush=True,
+    )
+    serve(settings)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="sluice", description="Model serving and monitoring gateway.")
+    parser.add_argument("--version", action="version", version=f"sluice {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    p = commands.add_parser("serve", help="serve every model in a repository")
+    p.add_argument("--repository", type=Path, help="model repository (default ./models)")
+    _serve_args(p)
+    p.set_defaults(func=_cmd_serve)
+
+    p = commands.add_parser("demo", help="build the bundled demo models and serve them")
+    p.add_argument("--repository", type=Path, help=f"where to build them (default {default_demo_dir()})")
+    p.add_argument("--build-only", action="store_true", help="build (or reuse) the models, do not serve")
+    _serve_args(p)
+    p.set_defaults(func=_cmd_demo)
+
+    from converters.cli import add_arguments, run
+
+    p = commands.add_parser(
+        "convert",
+        help="convert a fitted scikit-learn model to ONNX into a repository",
+        description="Convert a fitted scikit-learn model (joblib/pickle file) to ONNX, check parity on a "
+        "sample, and write it as the next version of NAME. Loading a pickle executes code: only convert "
+        "files you trust. The gateway itself never unpickles anything.",
+    )
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except ConfigError as exc:
+        print(f"sluice: {exc.message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""HTTP endpoints: the Open Inference Protocol v2 REST surface, v1 ``:predict``, admin and ``/metrics``.
+
+Endpoints stay thin: read the body (bounded), decode against the chosen version's signature, hand over
+to the inference service, encode. Every failure is a ``SluiceError``; the app's handler renders it.
+"""
+
+from __future__ import annotations
+
+import hmac
+import time
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from server import __version__
+from server.codecs import decode_v1, decode_v2, decompress, encode_v1, encode_v2
+from server.datatypes import triton_type
+from server.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    ForbiddenError,
+    NotFoundError,
+    SluiceError,
+    UnauthorizedError,
+    UnsupportedMediaError,
+)
+
+if TYPE_CHECKING:
+    from server.app import Gateway
+    from server.registry import ModelVersion
+
+EXTENSIONS = ["binary_tensor_data", "model_repository"]
+
+# curl -d sends form-urlencoded and many clients send text/plain: both carry our JSON in practice.
+_READABLE_TYPES = frozenset(
+    {"", "application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
+)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+def _gateway(request: Request) -> Gateway:
+    gateway: Gateway = request.app.state.gateway
+    return gateway
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes before and while reading it."""
+    declared = request.headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequestError(f"invalid Content-Length header {declared!r}")
+        if int(declared) > limit:
+            raise BodyTooLargeError(f"request body of {declared} bytes is over the limit of {limit}")
+    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in _READABLE_TYPES:
+        raise UnsupportedMediaError(
+            f"content type {media_type!r} is not readable here: send application/json, or "
+            "application/octet-stream with Inference-Header-Content-Length for binary tensors"
+        )
+    chunks = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _header_length(request: Request) -> int | None:
+    raw = request.headers.get("inference-header-content-length")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequestError(f"Inference-Header-Content-Length {raw!r} is not an integer") from None
+
+
+async def _decoded_body(request: Request, gateway: Gateway) -> bytes:
+    limit = gateway.settings.max_body_bytes
+    body = await read_body(request, limit)
+    return decompress(body, request.headers.get("content-encoding"), max_bytes=limit)
+
+
+# ----- health and metadata ----------------------------------------------------------------------
+
+
+async def live(request: Request) -> Response:
+    return json_response({"live": True})
+
+
+async def ready(request: Request) -> Response:
+    is_ready = _gateway(request).ready
+    return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+
+async def server_metadata(request: Request) -> Response:
+    return json_response({"name": "sluice", "version": __version__, "extensions": EXTENSIONS})
+
+
+def _resolve(request: Request) -> tuple[ModelVersion, str]:
+    params = request.path_params
+    version = params.get("version", params.get("label"))
+    return _gateway(request).service.resolve(params["model"], version)
+
+
+def _tensor(spec: Any) -> dict[str, Any]:
+    return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
+
+
+async def model_metadata(request: Request) -> Response:
+    gateway = _gateway(request)
+    mv, _ = _resolve(request)
+    versions = (
+        [str(mv.version)]
+        if "version" in request.path_params
+        else [str(v.version) for v in gateway.registry.versions(mv.model)]
+    )
+    body: dict[str, Any] = {
+        "name": mv.model,
+        "versions": versions,
+        "platform": mv.manifest.platform,
+        "inputs": [_tensor(t) for t in mv.inputs],
+        "outputs": [_tensor(t) for t in mv.outputs],
+    }
+    return json_response(body)
+
+
+async def model_ready(request: Request) -> Response:
+    try:
+        mv, _ = _resolve(request)
+    except NotFoundError:
+        raise
+    except SluiceError:
+        return json_response({"name": request.path_params["model"], "ready": False}, 503)
+    return json_response({"name": mv.model, "ready": True})
+
+
+async def model_config(request: Request) -> Response:
+    mv, _ = _resolve(request)
+    b = mv.batching
+    batched = all(t.shape[:1] == (-1,) for t in mv.inputs)
+    max_batch = b.max_batch_size if batched else 0
+
+    def dims(spec: Any) -> list[int]:
+        return list(spec.shape[1:] if max_batch else spec.shape)
+
+    body: dict[str, Any] = {
+        "name": mv.model,
+        "platform": mv.manifest.platform,
+        "backend": "onnxruntime",
+        "max_batch_size": max_batch,
+        "input": [{"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t)} for t in mv.inputs],
+        "output": [
+            {"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t)} for t in mv.outputs
+        ],
+        "version_policy": {"specific": {"versions": [mv.version]}},
+        "parameters": {"sluice_execution": {"string_value": orjson.dumps(mv.executor.describe()).decode()}},
+    }
+    if max_batch and b.enabled:
+        body["dynamic_batching"] = {
+            "preferred_batch_size": list(b.preferred_batch_sizes),
+            "max_queue_delay_microseconds": b.max_queue_delay_us,
+        }
+    return json_response(body)
+
+
+async def repository_index(request: Request) -> Response:
+    return json_response(_gateway(request).registry.index())
+
+
+# ----- inference --------------------------------------------------------------------------------
+
+
+async def infer_v2(request: Request) -> Response:
+    gateway = _gateway(request)
+    started = time.perf_counter()
+    mv = None
+    reason = "default"
+    try:
+        mv, reason = _resolve(request)
+        body = await _decoded_body(request, gateway)
+        decoded = decode_v2(
+            body,
+            header_length=_header_length(request),
+            signature=mv.inputs,
+            max_elements=gateway.settings.max_elements,
+            allow_nan=mv.allow_nan,
+            output_names=mv.output_names,
+        )
+        outputs = await gateway.service.run(mv, decoded)
+        payload, headers = encode_v2(
+            model_name=mv.model,
+            model_version=str(mv.version),
+            request=decoded,
+            outputs=outputs,
+            output_specs=mv.outputs,
+        )
+    except SluiceError as exc:
+        gateway.account(mv, exc.status, reason, started)
+        raise
+    gateway.account(mv, 200, reason, started)
+    headers["x-model-version"] = str(mv.version)
+    headers["x-route-reason"] = reason
+    return Response(payload, headers=headers)
+
+
+async def predict_v1(request: Request) -> Response:
+    gateway = _gateway(request)
+    started = time.perf_counter()
+    mv = None
+    reason = "default"
+    try:
+        mv, reason = _resolve(request)
+        body = await _decoded_body(request, gateway)
+        decoded = decode_v1(
+            body, signature=mv.inputs, max_elements=gateway.settings.max_elements, allow_nan=mv.allow_nan
+        )
+        outputs = await gateway.service.run(mv, decoded)
+        payload = encode_v1(outputs, mv.outputs)
+    except SluiceError as exc:
+        gateway.account(mv, exc.status, reason, started)
+        raise
+    gateway.account(mv, 200, reason, started)
+    return Response(
+        payload,
+        media_type="application/json",
+        headers={"x-model-version": str(mv.version), "x-route-reason": reason},
+    )
+
+
+# ----- admin and metrics ------------------------------------------------------------------------
+
+
+def require_admin(request: Request) -> None:
+    token = _gateway(request).settings.admin_token
+    if token is None:
+        raise ForbiddenError("the admin API is off: set SLUICE_ADMIN_TOKEN to enable it")
+    sent = request.headers.get("authorization", "")
+    scheme, _, credential = sent.partition(" ")
+    expected = token.get_secret_value().encode()
+    if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), expected):
+        raise UnauthorizedError("missing or wrong bearer token for the admin API")
+
+
+async def repository_load(request: Request) -> Response:
+    require_admin(request)
+    await _gateway(request).registry.load_model(request.path_params["model"])
+    return json_response({})
+
+
+async def repository_unload(request: Request) -> Response:
+    require_admin(request)
+    await _gateway(request).registry.unload_model(request.path_params["model"])
+    return json_response({})
+
+
+async def metrics(request: Request) -> Response:
+    return Response(_gateway(request).metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
+
+
+_MODEL = "/v2/models/{model}"
+_VERSION = "/v2/models/{model}/versions/{version}"
+_LABEL = "/v2/models/{model}/labels/{label}"
+
+ROUTES = [
+    Route("/v2/health/live", live),
+    Route("/v2/health/ready", ready),
+    Route("/v2", server_metadata),
+    Route("/v2/repository/index", repository_index, methods=["POST"]),
+    Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
+    Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
+    Route("/metrics", metrics),
+    Route("/v1/models/{model}:predict", predict_v1, methods=["POST"]),
+    Route("/v1/models/{model}/versions/{version}:predict", predict_v1, methods=["POST"]),
+    Route("/v1/models/{model}/labels/{label}:predict", predict_v1, methods=["POST"]),
+]
+for _base in (_MODEL, _VERSION, _LABEL):
+    ROUTES += [
+        Route(_base, model_metadata),
+        Route(_base + "/ready", model_ready),
+        Route(_base + "/config", model_config),
+        Route(_base + "/infer", infer_v2, methods=["POST"]),
+    ]
