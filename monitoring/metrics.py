@@ -34,7 +34,7 @@ LATENCY_BUCKETS = (
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 #: What a request's HTTP status says about it, as the ``outcome`` label.
-OUTCOMES = {200: "ok", 429: "shed", 503: "shed", 504: "timeout"}
+OUTCOMES = {200: "ok", 429: "shed", 499: "disconnected", 503: "shed", 504: "timeout"}
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 

@@ -18,6 +18,7 @@ skl2onnx) are translated at one boundary each with ``raise ... from exc``.
     ├── OverloadedError            503  queue full (Retry-After)
     ├── NotReadyError              503  model or server not ready (Retry-After)
     ├── DeadlineExceededError      504
+    ├── ClientDisconnectedError    499  the client left before its answer (counted, never sent)
     ├── ConfigError                -    a settings/config file that cannot be used (start or reload)
     ├── ConversionError            -    a model that cannot be converted or fails parity
     └── ModelLoadError             400  an artifact that cannot be loaded (admin load API)
@@ -110,6 +111,13 @@ class NotReadyError(OverloadedError):
 class DeadlineExceededError(SluiceError):
     status = 504
     code = "deadline_exceeded"
+
+
+class ClientDisconnectedError(SluiceError):
+    """The client went away before its answer was ready (nginx's 499; nobody reads the response)."""
+
+    status = 499
+    code = "client_disconnected"
 
 
 class InternalError(SluiceError):

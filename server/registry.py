@@ -85,6 +85,7 @@ class ModelVersion:
         self.outputs: list[TensorSpec] = manifest.outputs
         self.output_names = [o.name for o in self.outputs]
         self.executor: Any = None  # set by the service: batcher or direct execution
+        self.execution: dict[str, Any] = {}  # how it runs and why, for the config endpoint
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()

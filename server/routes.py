@@ -6,8 +6,10 @@ to the inference service, encode. Every failure is a ``SluiceError``; the app's 
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
+from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -22,6 +24,7 @@ from server.datatypes import triton_type
 from server.errors import (
     BadRequestError,
     BodyTooLargeError,
+    ClientDisconnectedError,
     ForbiddenError,
     NotFoundError,
     SluiceError,
@@ -32,6 +35,7 @@ from server.errors import (
 if TYPE_CHECKING:
     from server.app import Gateway
     from server.registry import ModelVersion
+    from server.service import Outputs
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
@@ -88,6 +92,35 @@ async def _decoded_body(request: Request, gateway: Gateway) -> bytes:
     limit = gateway.settings.max_body_bytes
     body = await read_body(request, limit)
     return decompress(body, request.headers.get("content-encoding"), max_bytes=limit)
+
+
+async def run_until_disconnect(request: Request, work: Coroutine[Any, Any, Outputs]) -> Outputs:
+    """Await ``work``, cancelling it if the client disconnects first (a queued request then leaves its queue).
+
+    Once the body is read, the next ASGI message can only be ``http.disconnect``; one watcher task per
+    request waits for it.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        message = await request.receive()
+        if message["type"] == "http.disconnect":
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientDisconnectedError("the client disconnected before the answer was ready") from None
+    finally:
+        watcher.cancel()
 
 
 # ----- health and metadata ----------------------------------------------------------------------
@@ -163,11 +196,11 @@ async def model_config(request: Request) -> Response:
             {"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t)} for t in mv.outputs
         ],
         "version_policy": {"specific": {"versions": [mv.version]}},
-        "parameters": {"sluice_execution": {"string_value": orjson.dumps(mv.executor.describe()).decode()}},
+        "parameters": {"sluice_execution": {"string_value": orjson.dumps(mv.execution).decode()}},
     }
-    if max_batch and b.enabled:
+    if mv.execution.get("batching"):
         body["dynamic_batching"] = {
-            "preferred_batch_size": list(b.preferred_batch_sizes),
+            "preferred_batch_size": mv.execution["preferred_batch_sizes"],
             "max_queue_delay_microseconds": b.max_queue_delay_us,
         }
     return json_response(body)
@@ -196,7 +229,7 @@ async def infer_v2(request: Request) -> Response:
             allow_nan=mv.allow_nan,
             output_names=mv.output_names,
         )
-        outputs = await gateway.service.run(mv, decoded)
+        outputs = await run_until_disconnect(request, gateway.service.run(mv, decoded))
         payload, headers = encode_v2(
             model_name=mv.model,
             model_version=str(mv.version),
@@ -224,7 +257,7 @@ async def predict_v1(request: Request) -> Response:
         decoded = decode_v1(
             body, signature=mv.inputs, max_elements=gateway.settings.max_elements, allow_nan=mv.allow_nan
         )
-        outputs = await gateway.service.run(mv, decoded)
+        outputs = await run_until_disconnect(request, gateway.service.run(mv, decoded))
         payload = encode_v1(outputs, mv.outputs)
     except SluiceError as exc:
         gateway.account(mv, exc.status, reason, started)

@@ -17,14 +17,19 @@ from typing import Any
 import numpy as np
 
 from monitoring.metrics import Metrics
+from server.batching import Batcher, BatchingConfig
 from server.codecs import InferRequest
 from server.errors import DeadlineExceededError, NotReadyError
 from server.registry import ModelRegistry, ModelVersion
 from server.settings import Settings
+from server.tuning import ExecutionPlan, decide_execution
 
 log = logging.getLogger("sluice.service")
 
 Outputs = dict[str, np.ndarray]
+
+#: Batch sizes profiled at load (those above the version's max_batch_size are skipped).
+PROFILE_SIZES = (1, 8, 32, 128)
 
 #: An inline call slower than this moves its version to worker threads for good.
 INLINE_LIMIT_S = 0.002
@@ -71,9 +76,6 @@ class DirectExecutor:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
 
-    def describe(self) -> dict[str, Any]:
-        return {"batching": False, "execution": "inline" if self.inline else "thread"}
-
 
 class InferenceService:
     """Resolves the version a request goes to and runs it under its deadline."""
@@ -112,9 +114,43 @@ class InferenceService:
     async def attach(self, mv: ModelVersion) -> None:
         """Give a freshly loaded version its executor; it serves only after this returns."""
         b = mv.batching
-        inline = b.execution == "inline" or (b.execution == "auto" and _cheap(mv))
-        mv.executor = DirectExecutor(mv.runtime.run, inline=inline, threads=b.instances)
+        plan: ExecutionPlan | None = None
+        if b.execution == "auto":
+            sizes = [n for n in PROFILE_SIZES if n <= b.max_batch_size] or [1]
+            plan = await asyncio.to_thread(
+                decide_execution,
+                mv.runtime.run,
+                lambda rows: mv.runtime.example_inputs(rows, mv.inputs),
+                sizes=sizes,
+            )
+        inline = b.execution == "inline" or (plan is not None and plan.inline)
+        batchable = bool(mv.inputs) and all(t.shape[:1] == (-1,) for t in mv.inputs)
+        describe: dict[str, Any] = {"execution": "inline" if inline else "thread", "chosen_by": b.execution}
+        if plan is not None:
+            describe["profile"] = plan.to_json()
+        if b.enabled and batchable:
+            preferred = b.preferred_batch_sizes or (plan.preferred_batch_sizes if plan else [])
+            config = BatchingConfig(
+                max_batch_size=b.max_batch_size,
+                max_queue_delay_us=b.max_queue_delay_us,
+                preferred_batch_sizes=tuple(n for n in preferred if n <= b.max_batch_size),
+                max_queue_size=b.max_queue_size,
+                instances=b.instances,
+            )
+            mv.executor = Batcher(
+                mv.runtime.run,
+                config,
+                inline=inline,
+                observer=BatchMetrics(self.metrics, mv.model, str(mv.version)),
+                name=f"{mv.model}/{mv.version}",
+            )
+            describe.update(batching=True, preferred_batch_sizes=list(config.preferred_batch_sizes))
+        else:
+            mv.executor = DirectExecutor(mv.runtime.run, inline=inline, threads=b.instances)
+            describe["batching"] = False
+        mv.execution = describe
         await mv.executor.start()
+        log.info("%s/%d runs %s", mv.model, mv.version, describe)
         self.metrics.child(self.metrics.version_ready, mv.model, str(mv.version)).set(1)
 
     async def detach(self, mv: ModelVersion) -> None:
@@ -123,12 +159,25 @@ class InferenceService:
         self.metrics.forget(mv.model, str(mv.version))
 
 
-def _cheap(mv: ModelVersion, threshold_us: float = 50.0) -> bool:
-    """Whether one single-row call costs less than a thread hop would (measured, median of 5)."""
-    inputs = mv.runtime.example_inputs(1, mv.inputs)
-    times = []
-    for _ in range(5):
-        start = time.perf_counter()
-        mv.runtime.run(inputs)
-        times.append(time.perf_counter() - start)
-    return sorted(times)[2] * 1e6 < threshold_us
+class BatchMetrics:
+    """Feeds one version's batcher events into its Prometheus series (children cached once)."""
+
+    def __init__(self, metrics: Metrics, model: str, version: str) -> None:
+        self._metrics = metrics
+        self._labels = (model, version)
+        self._rows = metrics.child(metrics.batch_rows, model, version)
+        self._compute = metrics.child(metrics.compute_seconds, model, version)
+        self._queue_time = metrics.child(metrics.queue_seconds, model, version)
+        self._depth = metrics.child(metrics.queue_rows, model, version)
+
+    def on_batch(self, rows: int, requests: int, queue_s: list[float], compute_s: float) -> None:
+        self._rows.observe(rows)
+        self._compute.observe(compute_s)
+        for waited in queue_s:
+            self._queue_time.observe(waited)
+
+    def on_shed(self, reason: str) -> None:
+        self._metrics.child(self._metrics.shed, *self._labels, reason).inc()
+
+    def on_queue(self, rows: int) -> None:
+        self._depth.set(rows)
