@@ -18,6 +18,7 @@ from server.manifest import Manifest
 from . import _onnx, _repository
 from ._parity import ParityReport, Tolerance, compare
 from ._profile import build_profile
+from ._sample import CATEGORICAL, Sample, load
 from ._sklearn import TARGET_OPSET, SklearnModel, short_cause
 
 #: Parity runs on at least this many rows (resampling a smaller sample with replacement) ...
@@ -26,36 +27,20 @@ MIN_PARITY_ROWS = 1000
 MAX_PARITY_ROWS = 50_000
 _SEED = 0
 _VERSIONED = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
+_BOOSTER_DISTS = {"LGBM": ("lightgbm", "onnxmltools"), "XGB": ("xgboost", "onnxmltools")}
 
 
 @dataclass
 class ConversionResult:
-    """``path`` is the version directory written, or the one that would be written on a dry run."""
+    """``path`` is the version directory written, or the one that would be written on a dry run.
+
+    ``report`` is None for an imported ``.onnx`` file: there is no original to compare it with.
+    """
 
     version: int
     path: Path
     manifest: Manifest
-    report: ParityReport
-
-
-def _matrix(sample: Any, n_features: int) -> tuple[np.ndarray, list[str] | None]:
-    columns = None
-    if hasattr(sample, "to_numpy") and hasattr(sample, "columns"):  # a DataFrame, without importing pandas
-        columns = [str(c) for c in sample.columns]
-        sample = sample.to_numpy()
-    try:
-        x = np.asarray(sample, dtype=np.float64)
-    except (TypeError, ValueError) as exc:
-        raise ConversionError(f"the sample must be numeric: {short_cause(exc)}") from exc
-    if x.ndim != 2:
-        raise ConversionError(f"the sample must be a 2-D array (rows x features), got {x.ndim} dimension(s)")
-    if x.shape[0] == 0:
-        raise ConversionError("the sample has no rows")
-    if x.shape[1] != n_features:
-        raise ConversionError(
-            f"the sample has {x.shape[1]} columns but the model takes {n_features} features"
-        )
-    return x, columns
+    report: ParityReport | None
 
 
 def _parity_rows(n: int) -> tuple[np.ndarray, bool]:
@@ -68,16 +53,17 @@ def _parity_rows(n: int) -> tuple[np.ndarray, bool]:
     return np.arange(n), False
 
 
-def _predict(adapter: SklearnModel, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
+def _predict(adapter: SklearnModel, x: Any) -> tuple[np.ndarray | None, np.ndarray]:
     try:
         return adapter.predict(x)
     except Exception as exc:  # whatever the estimator raises on this sample (NaN without an imputer, ...)
         raise ConversionError(f"the model cannot predict on the sample: {short_cause(exc)}") from exc
 
 
-def _versions() -> dict[str, str]:
+def _versions(description: str) -> dict[str, str]:
     found = {}
-    for dist in _VERSIONED:
+    extra = [d for prefix, dists in _BOOSTER_DISTS.items() if prefix in description for d in dists]
+    for dist in (*_VERSIONED, *dict.fromkeys(extra)):
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -110,34 +96,33 @@ def convert(
     model_dir = Path(repository) / name
     _repository.next_version(model_dir)  # fail on an unusable repository before the slow part
     adapter = SklearnModel(model)
-    x, columns = _matrix(sample, adapter.n_features)
-    features = adapter.feature_names(feature_names if feature_names is not None else columns)
-    rows, resampled = _parity_rows(len(x))
-    labels, scores = _predict(adapter, x[rows])
+    data = load(
+        sample,
+        n_features=adapter.n_features,
+        names_in=adapter.feature_names_in,
+        given_names=feature_names,
+        column_transformer=adapter.column_transformer,
+    )
+    rows, resampled = _parity_rows(data.rows)
+    labels, scores = _predict(adapter, data.model_input(rows))
 
     attempts: list[tuple[str, ParityReport | None, str]] = []
     chosen: tuple[bytes, Any, ParityReport] | None = None
     for precision in ("float32", "float64"):
         say(f"converting with skl2onnx ({precision})")
         try:
-            model_bytes = adapter.to_onnx(precision)
-            model_bytes = _onnx.rename_outputs(model_bytes, {"variable": "value"})
-            session = _onnx.open_session(model_bytes)
+            model_bytes, session = _graph(adapter, data, precision)
+            feeds = data.feeds(rows, precision, data.names if data.named else ["input"])
+            if adapter.compared == "scores":
+                model_bytes, session = _orient_scores(model_bytes, session, feeds, scores)
             say(f"checking parity on {len(rows)} rows")
-            outputs = _onnx.run(session, x[rows])
+            outputs = _onnx.run(session, feeds)
         except ConversionError as exc:
             if precision == "float32":
                 raise
             attempts.append((precision, None, exc.message))
             break
-        if labels is not None:
-            onnx_labels, onnx_scores = outputs.get("label"), outputs.get("probabilities")
-            if onnx_labels is None or onnx_scores is None:
-                raise ConversionError(
-                    f"the converted graph lacks label/probabilities outputs: {list(outputs)}"
-                )
-        else:
-            onnx_labels, onnx_scores = None, outputs.get("value", next(iter(outputs.values())))
+        onnx_labels, onnx_scores = _onnx_outputs(adapter, outputs, scores)
         try:
             report = compare(
                 rows=rows,
@@ -147,6 +132,7 @@ def convert(
                 onnx_scores=onnx_scores,
                 precision=precision,
                 tolerance=tolerance,
+                compared=adapter.compared,
             )
         except ValueError as exc:
             raise ConversionError(f"cannot compare the graph with the model: {exc}") from exc
@@ -160,12 +146,13 @@ def convert(
         raise _parity_error(adapter.description, attempts)
     model_bytes, session, report = chosen
 
-    inputs, outputs_spec = _onnx.signature(session, features)
+    inputs, outputs_spec = _onnx.signature(session, data.names, roles=_onnx.ROLES | {"scores": "other"})
     options: dict[str, Any] = {
         "precision": report.precision,
         "target_opset": dict(TARGET_OPSET),
         "parity_rows": len(rows),
         "parity_rows_resampled": resampled,
+        "inputs": "one per column" if data.named else "one matrix",
     }
     if adapter.task == "classification":
         options["zipmap"] = False
@@ -173,10 +160,15 @@ def convert(
         options["float32_rejected"] = attempts[0][2]
     reference = None
     if profile:
-        same = not resampled
-        out_labels, out_scores = (labels, scores) if same else _predict(adapter, x)
+        out_labels, out_scores = (labels, scores) if not resampled else _predict(adapter, data.model_input())
         reference = build_profile(
-            x, features, labels=out_labels, scores=out_scores, class_labels=adapter.class_labels
+            data.columns,
+            data.names,
+            labels=out_labels,
+            scores=out_scores,
+            class_labels=adapter.class_labels,
+            categorical=[n for n, k in zip(data.names, data.kinds, strict=True) if k == CATEGORICAL],
+            probabilities=adapter.compared == "probabilities",
         )
     manifest = Manifest(
         inputs=inputs,
@@ -186,7 +178,7 @@ def convert(
         source={
             "framework": "scikit-learn",
             "estimator": adapter.description,
-            "versions": _versions(),
+            "versions": _versions(adapter.description),
             "options": options,
         },
         parity=report.to_json(),
@@ -194,7 +186,74 @@ def convert(
         profile=reference,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
+    return _finish(model_dir, name, model_bytes, manifest, report, dry_run, say)
 
+
+def _graph(adapter: SklearnModel, data: Sample, precision: str) -> tuple[bytes, Any]:
+    """The converted graph with sluice's input and output names, and an onnxruntime session on it."""
+    if data.named:
+        kinds = [(n, k) for n, k in zip(data.names, data.kinds, strict=True)]
+    else:
+        kinds = [("input", "matrix")]
+    model_bytes = adapter.to_onnx(precision, kinds)
+    produced = _onnx.output_names(model_bytes)
+    # A regressor's one output is "variable", or "variable1" when an input took that name (KNN).
+    outputs = {produced[0]: "value"} if adapter.task == "regression" and len(produced) == 1 else {}
+    if adapter.compared == "scores":
+        outputs["probabilities"] = "scores"  # decision scores: calling them probabilities would mislead
+    model_bytes = _onnx.rename_outputs(model_bytes, outputs)
+    session = _onnx.open_session(model_bytes)
+    if data.named:
+        # skl2onnx sanitises column names ("monthly charges" -> "monthly_charges"); put them back.
+        got = [a.name for a in session.get_inputs()]
+        if got != data.names:
+            model_bytes = _onnx.rename(model_bytes, dict(zip(got, data.names, strict=True)), kind="input")
+            session = _onnx.open_session(model_bytes)
+            if [a.name for a in session.get_inputs()] != data.names:
+                raise ConversionError(f"the graph's inputs {got} cannot be named after the features")
+    return model_bytes, session
+
+
+def _onnx_outputs(
+    adapter: SklearnModel, outputs: dict[str, np.ndarray], scores: np.ndarray
+) -> tuple[np.ndarray | None, np.ndarray]:
+    if adapter.task != "classification":
+        return None, outputs.get("value", next(iter(outputs.values())))
+    key = "probabilities" if adapter.compared == "probabilities" else "scores"
+    onnx_labels, onnx_scores = outputs.get("label"), outputs.get(key)
+    if onnx_labels is None or onnx_scores is None:
+        raise ConversionError(f"the converted graph lacks label/{key} outputs: {list(outputs)}")
+    if scores.shape[1] == 1 and onnx_scores.ndim == 2 and onnx_scores.shape[1] == 2:
+        # A binary decision function is one column; the graph serves (-score, score).
+        onnx_scores = onnx_scores[:, 1:]
+    return onnx_labels, onnx_scores
+
+
+def _orient_scores(model_bytes: bytes, session: Any, feeds: dict[str, np.ndarray], scores: np.ndarray) -> Any:
+    """A binary graph whose scores read (score, -score) flipped to (-score, score), else unchanged.
+
+    skl2onnx puts a binary SVC's decision function in column 0 and an SGDClassifier's in column 1;
+    served scores follow the probabilities' layout instead: column j leans towards class j.
+    """
+    onnx_scores = _onnx.run(session, feeds)["scores"]
+    if scores.shape[1] != 1 or onnx_scores.ndim != 2 or onnx_scores.shape[1] != 2:
+        return model_bytes, session
+    ours = scores[:, 0]
+    if np.abs(onnx_scores[:, 0] - ours).mean() < np.abs(onnx_scores[:, 1] - ours).mean():
+        model_bytes = _onnx.negate_output(model_bytes, "scores")
+        session = _onnx.open_session(model_bytes)
+    return model_bytes, session
+
+
+def _finish(
+    model_dir: Path,
+    name: str,
+    model_bytes: bytes,
+    manifest: Manifest,
+    report: ParityReport | None,
+    dry_run: bool,
+    say: Callable[[str], None],
+) -> ConversionResult:
     if dry_run:
         version = _repository.next_version(model_dir)
         say(f"dry run: would write {name}/{version}")

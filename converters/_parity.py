@@ -18,7 +18,8 @@ class Tolerance:
     """How far an ONNX graph may stray from the model it came from.
 
     ``max_abs_diff_proba``: largest allowed |difference| of any class probability.
-    ``max_abs_diff_value_rel``: largest allowed |difference| of a regression output, divided by the
+    ``max_abs_diff_value_rel``: largest allowed |difference| of a regression output (or of a decision
+    score, for a classifier without probabilities), divided by the
     spread (std) of the original's outputs on the sample, so a model predicting prices in millions and
     one predicting rates in [0, 1] are held to the same standard.
     ``min_label_agreement``: share of rows whose predicted class must match. It is below 1.0 on purpose:
@@ -43,7 +44,7 @@ class WorstRow:
 
 @dataclass
 class ParityReport:
-    """What was measured: ``compared`` is "probabilities" or "value"; ``precision`` the graph's input."""
+    """What was measured: ``compared`` is "probabilities", "scores" or "value"; ``precision``: graph input."""
 
     rows: int
     compared: str
@@ -113,8 +114,15 @@ def compare(
     precision: str,
     tolerance: Tolerance,
     n_worst: int = 5,
+    compared: str | None = None,
 ) -> ParityReport:
-    """Measure original (``labels``, ``scores``) against ONNX outputs; ``rows`` maps each to a sample row."""
+    """Measure original (``labels``, ``scores``) against ONNX outputs; ``rows`` maps each to a sample row.
+
+    ``compared`` is "probabilities" (the default with labels: absolute tolerance), "scores" (a
+    classifier's decision function: unbounded, so held to the relative tolerance like a value) or
+    "value" (the default without labels).
+    """
+    compared = compared or ("probabilities" if labels is not None else "value")
     n = len(scores)
     ours = np.asarray(scores, dtype=np.float64).reshape(n, -1)
     theirs = np.asarray(onnx_scores, dtype=np.float64).reshape(n, -1)
@@ -128,23 +136,24 @@ def compare(
     max_diff, mean_diff = float(per_row.max()), float(per_row.mean())
     badness = per_row.copy()
     if labels is not None:
-        compared = "probabilities"
         same = np.asarray(labels) == np.asarray(onnx_labels)
         agreement = float(same.mean())
         badness[~same] = np.inf  # a flipped label is worse than any probability difference
         if agreement < tolerance.min_label_agreement:
             failures.append(f"label agreement {agreement:.4f} < {tolerance.min_label_agreement}")
+    if compared == "probabilities":
         if not max_diff <= tolerance.max_abs_diff_proba:
             failures.append(f"max |diff| of probabilities {max_diff:.3g} > {tolerance.max_abs_diff_proba:g}")
     else:
-        compared = "value"
         finite = ours[np.isfinite(ours)]
         spread = float(finite.std()) if finite.size else 0.0
         # A constant model has no spread; fall back to its magnitude so the check stays meaningful.
         scale = spread if spread > 0 else max(float(np.abs(finite).max(initial=0.0)), 1.0)
         rel = max_diff / scale
         if not rel <= tolerance.max_abs_diff_value_rel:
-            failures.append(f"max |diff| / std of values {rel:.3g} > {tolerance.max_abs_diff_value_rel:g}")
+            failures.append(
+                f"max |diff| / std of {compared} {rel:.3g} > {tolerance.max_abs_diff_value_rel:g}"
+            )
     order: list[int] = []
     seen: set[int] = set()
     for i in np.argsort(-badness, kind="stable"):
@@ -165,8 +174,8 @@ def compare(
     ]
     if labels is not None and onnx_labels is not None:
         for w, i in zip(worst, order, strict=True):
-            w.original = {"label": _plain(labels[i]), "probabilities": w.original}
-            w.onnx = {"label": _plain(onnx_labels[i]), "probabilities": w.onnx}
+            w.original = {"label": _plain(labels[i]), compared: w.original}
+            w.onnx = {"label": _plain(onnx_labels[i]), compared: w.onnx}
     return ParityReport(
         rows=n,
         compared=compared,

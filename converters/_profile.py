@@ -12,12 +12,20 @@ Computed once, with float64 numpy statistics that ignore missing values (NaN). T
           "quantiles": {"0.01": q, "0.05": q, "0.25": q, "0.5": q, "0.75": q, "0.95": q, "0.99": q},
           "histogram": {"edges": [11 floats, min .. max], "counts": [10 ints]},
           "missing": 0.0                            # share of rows that are NaN
+        },
+        "<categorical feature>": {
+          "type": "categorical",
+          "categories": {"month": 0.55, "year": 0.3, ...},  # share of rows, the 50 most frequent
+          "other": 0.0,                             # share of rows in rarer categories
+          "distinct": 3,                            # how many categories the sample holds
+          "missing": 0.0
         }, ...
       },
       "outputs": {                                  # what the original model predicts on the sample
         # classifiers:
         "class_shares": {"<label>": share, ...},    # keys are str(label)
-        "score": "positive_class_probability" | "max_probability",
+        "score": "positive_class_probability" | "max_probability"
+                 | "decision_function" | "max_decision_function",   # the last two: no predict_proba
         "score_quantiles": {"0.01": ..., ...}
         # regressors instead:
         "value": {"mean": ..., "std": ..., "quantiles": {...}}
@@ -25,7 +33,9 @@ Computed once, with float64 numpy statistics that ignore missing values (NaN). T
     }
 
 The score of a binary classifier is the probability of its last class label (the positive class); of a
-multiclass one, the largest probability (its confidence). A feature with no values at all has
+multiclass one, the largest probability (its confidence). A classifier without probabilities (SVC, a
+hinge-loss SGDClassifier) is profiled on its decision function the same way. Categories are sorted by
+share, most frequent first, ties by name. A feature with no values at all has
 ``null`` statistics and ``missing`` 1.0. Standard deviations are population ones (``ddof=0``), as
 numpy computes them.
 """
@@ -39,6 +49,8 @@ import numpy as np
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 10
+#: Categories listed per categorical feature; rarer ones are summed into "other".
+MAX_CATEGORIES = 50
 
 
 def _quantiles(values: np.ndarray) -> dict[str, float]:
@@ -73,38 +85,66 @@ def _feature(column: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _categorical(column: np.ndarray) -> dict[str, Any]:
+    values, counts = np.unique(column.astype(str), return_counts=True)
+    order = sorted(range(len(values)), key=lambda i: (-counts[i], str(values[i])))
+    n = max(len(column), 1)
+    top = order[:MAX_CATEGORIES]
+    return {
+        "type": "categorical",
+        "categories": {str(values[i]): float(counts[i] / n) for i in top},
+        "other": float(sum(counts[i] for i in order[MAX_CATEGORIES:]) / n),
+        "distinct": len(values),
+        "missing": 0.0,  # categorical samples with missing values are refused before profiling
+    }
+
+
+def _outputs(
+    labels: np.ndarray | None, scores: np.ndarray, class_labels: Sequence[Any] | None, probabilities: bool
+) -> dict[str, Any]:
+    if labels is not None and class_labels is not None:
+        n = max(len(labels), 1)
+        shares = {str(c): float(np.count_nonzero(labels == c) / n) for c in class_labels}
+        table = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
+        one = table.shape[1] <= 2
+        score = table[:, -1] if one else table.max(axis=1)
+        if probabilities:
+            kind = "positive_class_probability" if one else "max_probability"
+        else:
+            kind = "decision_function" if one else "max_decision_function"
+        return {"class_shares": shares, "score": kind, "score_quantiles": _quantiles(score)}
+    values = np.asarray(scores, dtype=np.float64).ravel()
+    values = values[~np.isnan(values)]
+    if not values.size:
+        return {"value": None}
+    return {
+        "value": {"mean": float(values.mean()), "std": float(values.std()), "quantiles": _quantiles(values)}
+    }
+
+
 def build_profile(
-    sample: np.ndarray,
+    sample: np.ndarray | Sequence[np.ndarray],
     feature_names: Sequence[str],
     *,
     labels: np.ndarray | None,
     scores: np.ndarray,
     class_labels: Sequence[Any] | None,
+    categorical: Sequence[str] = (),
+    probabilities: bool = True,
 ) -> dict[str, Any]:
-    """The profile of ``sample`` (float64, one column per feature) and the original's outputs on it."""
-    features = {name: _feature(sample[:, j]) for j, name in enumerate(feature_names)}
-    outputs: dict[str, Any]
-    if labels is not None and class_labels is not None:
-        n = max(len(labels), 1)
-        shares = {str(c): float(np.count_nonzero(labels == c) / n) for c in class_labels}
-        probabilities = np.asarray(scores, dtype=np.float64).reshape(len(scores), -1)
-        binary = probabilities.shape[1] == 2
-        score = probabilities[:, -1] if binary else probabilities.max(axis=1)
-        outputs = {
-            "class_shares": shares,
-            "score": "positive_class_probability" if binary else "max_probability",
-            "score_quantiles": _quantiles(score),
-        }
-    else:
-        values = np.asarray(scores, dtype=np.float64).ravel()
-        values = values[~np.isnan(values)]
-        outputs = {
-            "value": {
-                "mean": float(values.mean()),
-                "std": float(values.std()),
-                "quantiles": _quantiles(values),
-            }
-            if values.size
-            else None
-        }
-    return {"rows": int(sample.shape[0]), "features": features, "outputs": outputs}
+    """The profile of ``sample`` and the original's outputs on it.
+
+    ``sample`` is a float64 matrix (one column per feature) or a list of columns; the features named in
+    ``categorical`` hold strings. ``probabilities`` is False when ``scores`` are decision scores.
+    """
+    columns = [sample[:, j] for j in range(sample.shape[1])] if isinstance(sample, np.ndarray) else sample
+    features = {
+        name: _categorical(col) if name in categorical else _feature(np.asarray(col, dtype=np.float64))
+        for name, col in zip(feature_names, columns, strict=True)
+    }
+    rows = len(columns[0]) if len(columns) else 0
+    return {
+        "rows": int(rows),
+        "features": features,
+        "outputs": _outputs(labels, scores, class_labels, probabilities),
+    }

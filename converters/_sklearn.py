@@ -24,42 +24,11 @@ TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
 _MAX_CAUSE_CHARS = 300
 
 
-def _supported() -> tuple[dict[type, str], tuple[type, ...]]:
-    from sklearn.ensemble import (
-        GradientBoostingClassifier,
-        GradientBoostingRegressor,
-        HistGradientBoostingClassifier,
-        HistGradientBoostingRegressor,
-        RandomForestClassifier,
-        RandomForestRegressor,
-    )
-    from sklearn.impute import SimpleImputer
-    from sklearn.linear_model import LinearRegression, LogisticRegression, Ridge
-    from sklearn.neural_network import MLPClassifier, MLPRegressor
-    from sklearn.preprocessing import MinMaxScaler, StandardScaler
-    from sklearn.tree import DecisionTreeClassifier, DecisionTreeRegressor
-
-    estimators: dict[type, str] = {
-        LogisticRegression: "classification",
-        GradientBoostingClassifier: "classification",
-        RandomForestClassifier: "classification",
-        DecisionTreeClassifier: "classification",
-        HistGradientBoostingClassifier: "classification",
-        MLPClassifier: "classification",
-        LinearRegression: "regression",
-        Ridge: "regression",
-        GradientBoostingRegressor: "regression",
-        RandomForestRegressor: "regression",
-        DecisionTreeRegressor: "regression",
-        HistGradientBoostingRegressor: "regression",
-        MLPRegressor: "regression",
-    }
-    return estimators, (StandardScaler, MinMaxScaler, SimpleImputer)
-
-
 def supported_names() -> list[str]:
-    estimators, transformers = _supported()
-    return sorted(c.__name__ for c in estimators) + sorted(c.__name__ for c in transformers)
+    """Every supported class name (kept here for callers of the first converter release)."""
+    from ._support import supported_names as names
+
+    return names()
 
 
 def short_cause(exc: BaseException) -> str:
@@ -68,40 +37,28 @@ def short_cause(exc: BaseException) -> str:
 
 
 class SklearnModel:
-    """A fitted, supported scikit-learn estimator or Pipeline, inspected once."""
+    """A fitted, supported scikit-learn estimator or Pipeline, inspected once.
+
+    ``compared`` says which output parity measures: "probabilities" (``predict_proba``), "scores" (a
+    classifier without probabilities, such as SVC or a hinge-loss SGDClassifier: ``decision_function``)
+    or "value" (a regressor).
+    """
 
     def __init__(self, model: Any) -> None:
-        from sklearn.pipeline import Pipeline
+        from ._support import check, contains_column_transformer
 
-        estimators, transformers = _supported()
-        if isinstance(model, Pipeline):
-            steps = [(n, s) for n, s in model.steps if s is not None and s != "passthrough"]
-        else:
-            steps = [("", model)]
-        if not steps:
-            raise ConversionError("the Pipeline has no steps to convert")
-        for position, (step_name, step) in enumerate(steps):
-            last = position == len(steps) - 1
-            allowed = estimators if last else transformers
-            if type(step) not in allowed:
-                where = f" (Pipeline step {step_name!r})" if step_name else ""
-                what = "estimator" if hasattr(step, "fit") else "model object"
-                raise ConversionError(
-                    f"unsupported {what} {type(step).__name__}{where}; "
-                    f"supported: {', '.join(supported_names())}",
-                    details={"estimator": type(step).__name__},
-                )
         self.model = model
-        self.task = estimators[type(steps[-1][1])]
-        names = [type(s).__name__ for _, s in steps]
-        self.description = f"Pipeline({', '.join(names)})" if isinstance(model, Pipeline) else names[0]
+        self.task, self.description, _ = check(model)
         self._check_fitted()
         self.n_features = int(model.n_features_in_)
         names_in = getattr(model, "feature_names_in_", None)
         self.feature_names_in = [str(n) for n in names_in] if names_in is not None else None
+        self.column_transformer = contains_column_transformer(model)
         self.class_labels: list[Any] | None = None
+        self.compared = "value"
         if self.task == "classification":
             self.class_labels = [c.item() if isinstance(c, np.generic) else c for c in model.classes_]
+            self.compared = "probabilities" if hasattr(model, "predict_proba") else "scores"
 
     def _check_fitted(self) -> None:
         from sklearn.exceptions import NotFittedError
@@ -114,34 +71,35 @@ class SklearnModel:
                 f"model is not fitted: call fit() on the {self.description} before converting it"
             ) from exc
 
-    def feature_names(self, given: Sequence[str] | None) -> list[str]:
-        names = list(given) if given is not None else self.feature_names_in
-        if names is None:
-            return [f"f{i}" for i in range(self.n_features)]
-        names = [str(n) for n in names]
-        if len(names) != self.n_features:
-            raise ConversionError(
-                f"{len(names)} feature names given but the model takes {self.n_features} features"
-            )
-        if len(set(names)) != len(names):
-            raise ConversionError("feature names must be unique")
-        return names
-
-    def predict(self, x: np.ndarray) -> tuple[np.ndarray | None, np.ndarray]:
-        """(labels, scores): labels and class probabilities, or (None, values) for a regressor."""
+    def predict(self, x: Any) -> tuple[np.ndarray | None, np.ndarray]:
+        """(labels, scores): labels and probabilities (or decision scores), or (None, values)."""
         with warnings.catch_warnings():
             # A model fitted on a DataFrame warns about ndarray input; the columns are already in order.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
-            if self.task == "classification":
+            if self.compared == "probabilities":
                 return np.asarray(self.model.predict(x)), np.asarray(self.model.predict_proba(x))
+            if self.compared == "scores":
+                scores = np.asarray(self.model.decision_function(x), dtype=np.float64)
+                return np.asarray(self.model.predict(x)), scores.reshape(len(scores), -1)
             return None, np.asarray(self.model.predict(x), dtype=np.float64)
 
-    def to_onnx(self, precision: str) -> bytes:
-        """Serialized ONNX graph with input ``input`` of ``precision`` ("float32" or "float64")."""
+    def to_onnx(self, precision: str, inputs: Sequence[tuple[str, str]]) -> bytes:
+        """Serialized ONNX graph; ``inputs`` are (name, "matrix" | "numeric" | "categorical") pairs."""
         from skl2onnx import convert_sklearn
-        from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType
+        from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
-        tensor_type = FloatTensorType if precision == "float32" else DoubleTensorType
+        number = FloatTensorType if precision == "float32" else DoubleTensorType
+        initial_types = [
+            (
+                name,
+                number([None, self.n_features])
+                if kind == "matrix"
+                else StringTensorType([None, 1])
+                if kind == "categorical"
+                else number([None, 1]),
+            )
+            for name, kind in inputs
+        ]
         options = {"zipmap": False} if self.task == "classification" else None
         try:
             with warnings.catch_warnings():
@@ -149,7 +107,7 @@ class SklearnModel:
                 warnings.simplefilter("ignore")
                 onx = convert_sklearn(
                     _compatible_copy(self.model),
-                    initial_types=[("input", tensor_type([None, self.n_features]))],
+                    initial_types=initial_types,
                     options=options,
                     target_opset=TARGET_OPSET,
                 )

@@ -172,7 +172,8 @@ def run(args: argparse.Namespace) -> int:
     except ConversionError as exc:
         print(f"sluice convert: error: {exc.message}", file=sys.stderr)
         return EXIT_USER_ERROR
-    print(result.report.table())
+    if result.report is not None:
+        print(result.report.table())
     digest = (result.manifest.sha256 or "")[:12]
     if args.dry_run:
         print(f"dry run: would write {result.path} (sha256 {digest}…)")
