@@ -16,6 +16,7 @@ Never imports the web stack: only ``server.manifest``, ``server.errors`` and ``s
 from __future__ import annotations
 
 from ._conversion import ConversionResult, convert
+from ._importer import import_onnx
 from ._parity import ParityReport, Tolerance, WorstRow
 
-__all__ = ["ConversionResult", "ParityReport", "Tolerance", "WorstRow", "convert"]
+__all__ = ["ConversionResult", "ParityReport", "Tolerance", "WorstRow", "convert", "import_onnx"]

@@ -1,5 +1,8 @@
 """``sluice convert MODEL --repository DIR --name NAME [--sample FILE] [--dry-run] [--tolerance-proba X]``.
 
+``MODEL`` is a joblib/pickle file (converted, parity-checked) or an ``.onnx`` file (imported: validated,
+signature read, manifest written).
+
 ``server.cli`` owns the ``sluice`` command and hands this sub-command its parser (``add_arguments``) and
 its parsed arguments (``run``). Progress goes to stderr; the parity table and the final line to stdout.
 Exit codes: 0 converted (or dry run passed), 2 a user error (bad file, unsupported model, failed parity).
@@ -18,7 +21,7 @@ import numpy as np
 
 from server.errors import ConversionError
 
-from . import Tolerance, convert
+from . import ConversionResult, Tolerance, convert, import_onnx
 from ._sklearn import short_cause, synthetic_sample
 
 EXIT_OK = 0
@@ -27,13 +30,16 @@ _MISSING = {"", "na", "nan", "null", "none"}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.description = "Convert a fitted scikit-learn model to ONNX, check parity, write the next version."
+    parser.description = (
+        "Convert a fitted scikit-learn (or LightGBM/XGBoost) model to ONNX, check parity, write the next "
+        "version; or import an existing .onnx file. WARNING: loading a pickle executes code from it."
+    )
     parser.add_argument(
         "model",
         metavar="MODEL",
         type=Path,
-        help="a joblib/pickle file holding a fitted estimator or Pipeline. Loading a pickle executes "
-        "code from it: only load files you trust.",
+        help="a joblib/pickle file holding a fitted estimator or Pipeline, or an .onnx file to import. "
+        "Loading a pickle executes code from it: only load files you trust.",
     )
     parser.add_argument("--repository", required=True, type=Path, metavar="DIR", help="model repository")
     parser.add_argument("--name", required=True, help="model name: letters, digits, '_', '.', '-'")
@@ -76,16 +82,21 @@ def _load_model(path: Path) -> Any:
         raise ConversionError(f"{path}: cannot load a model from it ({short_cause(exc)})") from exc
 
 
-def _number(text: str, where: str) -> float:
+def _number(text: str) -> float:
     if text.strip().lower() in _MISSING:
         return math.nan
+    return float(text)
+
+
+def _typed(column: list[str]) -> np.ndarray:
+    """A CSV column as float64 when every value is a number (or missing), else as strings."""
     try:
-        return float(text)
+        return np.array([_number(v) for v in column], dtype=np.float64)
     except ValueError:
-        raise ConversionError(f"{where}: {text!r} is not a number (only numeric features)") from None
+        return np.array(column, dtype=object)
 
 
-def _read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
+def _read_csv(path: Path) -> tuple[np.ndarray | dict[str, np.ndarray], list[str]]:
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -97,13 +108,18 @@ def _read_csv(path: Path) -> tuple[np.ndarray, list[str]]:
                 continue
             if len(record) != len(header):
                 raise ConversionError(f"{path}:{line}: {len(record)} fields, the header has {len(header)}")
-            rows.append([_number(v, f"{path}:{line}") for v in record])
+            rows.append(record)
     if not rows:
         raise ConversionError(f"{path}: no data rows")
-    return np.asarray(rows, dtype=np.float64), [h.strip() for h in header]
+    names = [h.strip() for h in header]
+    columns = [_typed(list(c)) for c in zip(*rows, strict=True)]
+    if all(c.dtype == np.float64 for c in columns):
+        return np.column_stack(columns), names
+    # String columns: a table by name, matched to the model's features by name.
+    return dict(zip(names, columns, strict=True)), names
 
 
-def _read_sample(path: Path) -> tuple[np.ndarray, list[str] | None]:
+def _read_sample(path: Path) -> tuple[Any, list[str] | None]:
     suffix = path.suffix.lower()
     try:
         if suffix == ".csv":
@@ -140,11 +156,23 @@ def run(args: argparse.Namespace) -> int:
         print(f"convert: {message}", file=sys.stderr, flush=True)
 
     try:
+        if args.model.suffix.lower() == ".onnx":
+            sample, names = _read_sample(args.sample) if args.sample is not None else (None, None)
+            result = import_onnx(
+                args.model,
+                sample,
+                repository=args.repository,
+                name=args.name,
+                feature_names=None if isinstance(sample, dict) else names,
+                dry_run=args.dry_run,
+                progress=progress,
+            )
+            return _done(result, args.dry_run)
         model = _load_model(args.model)
         with_profile = True
         if args.sample is not None:
             sample, header = _read_sample(args.sample)
-            names = _feature_names(model, header, args.sample)
+            names = None if isinstance(sample, dict) else _feature_names(model, header, args.sample)
         else:
             drawn = synthetic_sample(model)
             if drawn is None:
@@ -172,10 +200,16 @@ def run(args: argparse.Namespace) -> int:
     except ConversionError as exc:
         print(f"sluice convert: error: {exc.message}", file=sys.stderr)
         return EXIT_USER_ERROR
-    if result.report is not None:
+    return _done(result, args.dry_run)
+
+
+def _done(result: ConversionResult, dry_run: bool) -> int:
+    if result.report is None:
+        print("parity: imported (no source model to compare with)")
+    else:
         print(result.report.table())
     digest = (result.manifest.sha256 or "")[:12]
-    if args.dry_run:
+    if dry_run:
         print(f"dry run: would write {result.path} (sha256 {digest}…)")
     else:
         size_kb = (result.path / "model.onnx").stat().st_size / 1024

@@ -278,3 +278,205 @@ def test_demo_builds_then_reuses(tmp_path: Path) -> None:
     assert reused == ["breast_cancer/1", "breast_cancer/2", "diabetes/1", "iris/1"]
     assert sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*")) == layout
     assert {p: Manifest.read(p).sha256 for p in tmp_path.glob("*/[0-9]*")} == digests
+
+
+@pytest.fixture(scope="module")
+def churn():
+    """A DataFrame-trained pipeline over numeric and string columns, and its training frame."""
+    pd = pytest.importorskip("pandas")
+    from sklearn.compose import ColumnTransformer
+    from sklearn.impute import SimpleImputer
+    from sklearn.preprocessing import OneHotEncoder
+
+    rng = np.random.default_rng(5)
+    frame = pd.DataFrame(
+        {
+            "tenure": rng.integers(0, 72, 240).astype(float),
+            "plan": rng.choice(["basic", "plus", "pro"], 240, p=[0.5, 0.3, 0.2]),
+            "region": rng.choice(["north", "south"], 240),
+        }
+    )
+    frame.loc[::10, "tenure"] = np.nan
+    churned = (frame["plan"] == "basic") & (frame["tenure"].fillna(0) < 30)
+    prep = ColumnTransformer(
+        [
+            ("num", make_pipeline(SimpleImputer(), StandardScaler()), ["tenure"]),
+            ("cat", OneHotEncoder(handle_unknown="ignore"), ["plan", "region"]),
+        ]
+    )
+    return make_pipeline(prep, LogisticRegression()).fit(frame, churned), frame
+
+
+def test_mixed_pipeline_gets_one_named_input_per_column(tmp_path: Path, churn) -> None:
+    model, frame = churn
+    result = convert(model, frame, repository=tmp_path, name="churn")
+    assert [(t.name, t.datatype, t.shape, t.features) for t in result.manifest.inputs] == [
+        ("tenure", "FP32", (-1, 1), ("tenure",)),
+        ("plan", "BYTES", (-1, 1), ("plan",)),
+        ("region", "BYTES", (-1, 1), ("region",)),
+    ]
+    assert result.manifest.source["options"]["inputs"] == "one per column"
+    clean = frame.dropna()
+    feeds = {
+        "tenure": clean[["tenure"]].to_numpy(np.float32),
+        "plan": clean[["plan"]].to_numpy(object),
+        "region": clean[["region"]].to_numpy(object),
+    }
+    label, proba = _session(result.path).run(None, feeds)
+    np.testing.assert_array_equal(label, model.predict(clean))
+    np.testing.assert_allclose(proba, model.predict_proba(clean), atol=1e-5)
+
+
+def test_profile_categorical_frequencies_match_numpy(tmp_path: Path, churn) -> None:
+    model, frame = churn
+    profile = convert(model, frame, repository=tmp_path, name="churn").manifest.profile
+    assert profile is not None
+    plan = profile["features"]["plan"]
+    values, counts = np.unique(frame["plan"].to_numpy(str), return_counts=True)
+    assert plan["type"] == "categorical" and plan["distinct"] == len(values) and plan["other"] == 0.0
+    expected = dict(zip(values.tolist(), (counts / len(frame)).tolist(), strict=True))
+    assert plan["categories"] == pytest.approx(expected)
+    assert list(plan["categories"]) == sorted(plan["categories"], key=lambda c: -plan["categories"][c])
+    tenure = profile["features"]["tenure"]
+    assert tenure["type"] == "numeric" and tenure["missing"] == pytest.approx(0.1)
+    assert tenure["mean"] == pytest.approx(np.nanmean(frame["tenure"]))
+    assert tenure["std"] == pytest.approx(np.nanstd(frame["tenure"]))
+    assert tenure["quantiles"]["0.5"] == pytest.approx(np.nanquantile(frame["tenure"], 0.5))
+    shares = profile["outputs"]["class_shares"]
+    assert shares["True"] == pytest.approx(model.predict(frame).mean())
+
+
+@pytest.mark.parametrize(
+    ("columns", "message"),
+    [
+        (["tenure", "plan"], "lacks the model's feature.*'region'"),
+        (["tenure", "plan", "region", "extra"], "does not take: 'extra'"),
+    ],
+    ids=["missing", "extra"],
+)
+def test_sample_columns_must_match_the_model(tmp_path: Path, churn, columns, message) -> None:
+    model, frame = churn
+    sample = frame.assign(extra=1.0)[columns]
+    with pytest.raises(ConversionError, match=message) as info:
+        convert(model, sample, repository=tmp_path, name="churn")
+    assert "the model's features are 'tenure', 'plan', 'region'" in info.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_reordered_sample_columns_are_matched_by_name(tmp_path: Path, churn) -> None:
+    model, frame = churn
+    result = convert(model, frame[["region", "tenure", "plan"]], repository=tmp_path, name="churn")
+    assert [t.name for t in result.manifest.inputs] == ["tenure", "plan", "region"]
+
+
+def test_missing_category_is_refused(tmp_path: Path, churn) -> None:
+    model, frame = churn
+    holed = frame.astype({"plan": object})
+    holed.loc[3, "plan"] = None
+    with pytest.raises(ConversionError, match="categorical column 'plan' has a missing value at row 3"):
+        convert(model, holed, repository=tmp_path, name="churn")
+
+
+@pytest.mark.parametrize("kind", ["svc", "sgd"])
+def test_classifier_without_probabilities_serves_oriented_scores(tmp_path: Path, clf_data, kind) -> None:
+    from sklearn.linear_model import SGDClassifier
+    from sklearn.svm import SVC
+
+    x, y = clf_data
+    model = (SVC(kernel="linear") if kind == "svc" else SGDClassifier(random_state=0)).fit(x, y)
+    result = convert(model, x, repository=tmp_path, name="m")
+    assert [(t.name, t.role) for t in result.manifest.outputs] == [("label", "label"), ("scores", "other")]
+    assert result.report is not None and result.report.compared == "scores"
+    label, scores = _session(result.path).run(None, {"input": x.astype(np.float32)})
+    np.testing.assert_array_equal(label, model.predict(x))
+    # Column 1 leans towards class 1, like the probabilities of a probabilistic classifier.
+    np.testing.assert_allclose(scores[:, 1], model.decision_function(x), rtol=1e-4, atol=1e-4)
+    assert result.manifest.profile is not None
+    assert result.manifest.profile["outputs"]["score"] == "decision_function"
+
+
+def test_unsupported_estimator_lists_the_family_and_the_extras(tmp_path: Path, clf_data) -> None:
+    from sklearn.naive_bayes import GaussianNB
+
+    x, y = clf_data
+    with pytest.raises(ConversionError, match=r"unsupported estimator GaussianNB \(Pipeline step") as info:
+        convert(make_pipeline(StandardScaler(), GaussianNB()).fit(x, y), x, repository=tmp_path, name="m")
+    for name in ("SVC", "KNeighborsRegressor", "ExtraTreesClassifier", "ColumnTransformer", "OneHotEncoder"):
+        assert name in info.value.message
+
+
+def _csv(path: Path, header: list[str], rows: list[list[object]]) -> Path:
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(header)
+        writer.writerows(rows)
+    return path
+
+
+def test_cli_converts_a_mixed_pipeline_from_a_csv_with_strings(tmp_path: Path, churn, capsys) -> None:
+    model, frame = churn
+    joblib.dump(model, tmp_path / "churn.joblib")
+    sample = _csv(tmp_path / "sample.csv", list(frame.columns), frame.astype(object).values.tolist())
+    argv = [str(tmp_path / "churn.joblib"), "--repository", str(tmp_path / "repo"), "--name", "churn"]
+    code = convert_cli.run(_args([*argv, "--sample", str(sample), "--dry-run"]))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "dry run: would write" in out and "label agreement" in out
+    assert not (tmp_path / "repo").exists()
+
+
+def test_cli_imports_an_onnx_file_with_a_profile(tmp_path: Path, boosted, clf_data, capsys) -> None:
+    x, _ = clf_data
+    source = convert(boosted, x, repository=tmp_path / "elsewhere", name="gb")
+    onnx_file = tmp_path / "gb.onnx"
+    onnx_file.write_bytes((source.path / "model.onnx").read_bytes())
+    sample = _csv(tmp_path / "sample.csv", ["a", "b", "c", "d", "e"], x.tolist())
+    argv = [str(onnx_file), "--repository", str(tmp_path / "repo"), "--name", "gb", "--sample", str(sample)]
+    code = convert_cli.run(_args(argv))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert "parity: imported" in out and "validating gb.onnx" in err
+    manifest = Manifest.read(tmp_path / "repo" / "gb" / "1")
+    assert manifest.parity == {
+        "status": "imported",
+        "note": "no source model to compare with: checked by onnx.checker and loaded by onnxruntime",
+    }
+    assert manifest.task == "classification" and manifest.class_labels == [0, 1]
+    assert manifest.inputs[0].features == ("a", "b", "c", "d", "e")
+    assert manifest.source["framework"] == "onnx" and manifest.source["imported_from"] == "gb.onnx"
+    assert manifest.profile is not None
+    assert manifest.profile["features"]["c"]["mean"] == pytest.approx(x[:, 2].mean())
+    assert manifest.profile["outputs"]["class_shares"]["1"] == pytest.approx(boosted.predict(x).mean())
+
+
+def test_cli_import_refuses_a_corrupt_onnx_file(tmp_path: Path, capsys) -> None:
+    (tmp_path / "broken.onnx").write_bytes(b"\x08\x07not really onnx")
+    code = convert_cli.run(
+        _args([str(tmp_path / "broken.onnx"), "--repository", str(tmp_path), "--name", "m"])
+    )
+    out, err = capsys.readouterr()
+    assert code == 2 and out == ""
+    assert "broken.onnx: not a valid ONNX model" in err and "Traceback" not in err
+    assert not (tmp_path / "m").exists()
+
+
+def test_cli_help_warns_that_pickles_execute_code() -> None:
+    parser = argparse.ArgumentParser(prog="sluice convert")
+    convert_cli.add_arguments(parser)
+    assert "executes code" in " ".join(parser.format_help().split())
+
+
+def test_non_model_pickle_is_refused(tmp_path: Path, clf_data, capsys) -> None:
+    joblib.dump({"weights": [1, 2, 3]}, tmp_path / "model.joblib")
+    sample = _csv(tmp_path / "sample.csv", ["a", "b", "c", "d", "e"], clf_data[0].tolist())
+    argv = [
+        str(tmp_path / "model.joblib"),
+        "--repository",
+        str(tmp_path),
+        "--name",
+        "m",
+        "--sample",
+        str(sample),
+    ]
+    assert convert_cli.run(_args(argv)) == 2
+    assert "unsupported model object dict" in capsys.readouterr().err
