@@ -114,6 +114,58 @@ class Metrics:
             ["model", "version"],
             registry=r,
         )
+        # ----- rollouts and shadows (server.traffic, server.shadowing) -----
+        self.rollout_weight = Gauge(
+            "sluice_rollout_weight_percent",
+            "Percent of a model's routed traffic each version receives now.",
+            ["model", "version"],
+            registry=r,
+        )
+        self.rollout_phase = Gauge(
+            "sluice_rollout_phase",
+            "1 for a rollout's current phase (idle, shadowing, progressing, paused, succeeded, failed).",
+            ["model", "phase"],
+            registry=r,
+        )
+        self.rollout_step = Gauge(
+            "sluice_rollout_step", "Index of a rollout's current step.", ["model"], registry=r
+        )
+        self.rollout_gate = Counter(
+            "sluice_rollout_gate_results",
+            "Gate evaluations by metric and verdict (pass, fail, insufficient).",
+            ["model", "metric", "result"],
+            registry=r,
+        )
+        self.rollout_gate_value = Gauge(
+            "sluice_rollout_gate_value",
+            "The candidate's value of each gate metric at the latest evaluation.",
+            ["model", "metric"],
+            registry=r,
+        )
+        self.rollout_config_rejected = Counter(
+            "sluice_rollout_config_rejected",
+            "Rollouts files rejected on load or reload (the previous routing stayed).",
+            registry=r,
+        )
+        self.shadow_requests = Counter(
+            "sluice_shadow_requests",
+            "Mirrored requests by outcome (ok, error, timeout, dropped).",
+            ["model", "version", "outcome"],
+            registry=r,
+        )
+        self.shadow_agreement = Counter(
+            "sluice_shadow_comparisons",
+            "Shadow outputs compared with the primary's, by result (agree, disagree).",
+            ["model", "version", "result"],
+            registry=r,
+        )
+        self.shadow_difference = Histogram(
+            "sluice_shadow_abs_difference",
+            "Largest |shadow - primary| of the compared numeric outputs, per request.",
+            ["model", "version"],
+            buckets=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
         self._children: dict[tuple[Any, ...], Any] = {}
 
     def child(self, metric: Any, *labels: str) -> Any:
