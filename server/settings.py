@@ -97,6 +97,15 @@ class Settings(BaseSettings):
         None, description="Bearer token for the admin API; with none the admin API answers 403."
     )
     batching: BatchingSettings = Field(default_factory=BatchingSettings, description="Batching defaults.")
+    rollout_file: Path | None = Field(
+        None,
+        description="The rollouts file (routing, shadows, progressive rollouts; see docs/rollouts.md), "
+        "watched and re-applied when it changes.",
+    )
+    state_dir: Path = Field(
+        Path(".sluice"),
+        description="Where rollout state and the rollout events log are kept (used with a rollouts file).",
+    )
 
     @classmethod
     def settings_customise_sources(
