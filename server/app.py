@@ -22,9 +22,11 @@ from starlette.responses import Response
 from monitoring.metrics import Metrics
 from server.errors import OverloadedError, SluiceError
 from server.registry import ModelRegistry, ModelVersion
+from server.rollout_api import ROLLOUT_ROUTES
 from server.routes import ROUTES
 from server.service import InferenceService
 from server.settings import Settings
+from server.traffic import Traffic
 
 log = logging.getLogger("sluice.app")
 
@@ -37,6 +39,8 @@ class Gateway:
         self.metrics = Metrics()
         self.registry = ModelRegistry(settings, on_ready=self._attach, on_unload=self._detach)
         self.service = InferenceService(settings, self.registry, self.metrics)
+        self.traffic = Traffic(settings, self.registry, self.metrics)
+        self.service.traffic = self.traffic
         self.ready = False
         self._poller: asyncio.Task[None] | None = None
 
@@ -51,10 +55,17 @@ class Gateway:
         if mv is None:
             self.metrics.child(self.metrics.unrouted, str(status)).inc()
             return
-        self.metrics.observe_request(mv.model, str(mv.version), status, reason, time.perf_counter() - started)
+        seconds = time.perf_counter() - started
+        self.metrics.observe_request(mv.model, str(mv.version), status, reason, seconds)
+        self.traffic.observe(mv, status, reason, seconds)
 
     async def start(self) -> None:
         await self.registry.scan()
+        # The drift gate reads monitoring's incidents when a monitor is there (duck-typed: DriftSource).
+        monitor = getattr(self, "monitor", None)
+        if monitor is not None and hasattr(monitor, "incidents"):
+            self.traffic.drift = monitor
+        await self.traffic.start()
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.create_task(self._poll(), name="sluice-repository-poll")
         self.ready = True
@@ -75,6 +86,7 @@ class Gateway:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
+        await self.traffic.stop()
         await self.registry.close()
 
 
@@ -119,7 +131,7 @@ def create_app(settings: Settings) -> Starlette:
             await gateway.stop()
 
     app = Starlette(
-        routes=ROUTES,
+        routes=[*ROUTES, *ROLLOUT_ROUTES],
         lifespan=lifespan,
         exception_handlers={
             SluiceError: _sluice_error,

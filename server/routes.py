@@ -139,10 +139,16 @@ async def server_metadata(request: Request) -> Response:
     return json_response({"name": "sluice", "version": __version__, "extensions": EXTENSIONS})
 
 
-def _resolve(request: Request) -> tuple[ModelVersion, str]:
+def _resolve(request: Request, *, route: bool = False) -> tuple[ModelVersion, str]:
+    """The version a request goes to and why; only inference (``route``) goes through the router."""
     params = request.path_params
-    version = params.get("version", params.get("label"))
-    return _gateway(request).service.resolve(params["model"], version)
+    return _gateway(request).service.resolve(
+        params["model"],
+        params.get("version"),
+        label=params.get("label"),
+        headers=request.headers if route else None,
+        query=request.query_params if route else None,
+    )
 
 
 def _tensor(spec: Any) -> dict[str, Any]:
@@ -219,7 +225,7 @@ async def infer_v2(request: Request) -> Response:
     mv = None
     reason = "default"
     try:
-        mv, reason = _resolve(request)
+        mv, reason = _resolve(request, route=True)
         body = await _decoded_body(request, gateway)
         decoded = decode_v2(
             body,
@@ -252,7 +258,7 @@ async def predict_v1(request: Request) -> Response:
     mv = None
     reason = "default"
     try:
-        mv, reason = _resolve(request)
+        mv, reason = _resolve(request, route=True)
         body = await _decoded_body(request, gateway)
         decoded = decode_v1(
             body, signature=mv.inputs, max_elements=gateway.settings.max_elements, allow_nan=mv.allow_nan

@@ -59,15 +59,15 @@ class Split:
             order.append((stable, float(weights.get(stable, 0.0))))
         return cls(tuple(order))
 
-    def at(self, point: float) -> int:
-        """The version owning ``point`` in ``[0, 100)`` (percent)."""
+    def at(self, point: float) -> int | None:
+        """The version owning ``point`` in ``[0, 100)`` (percent); ``None`` with no positive weight."""
         edge = 0.0
         positive = [(v, w) for v, w in self.order if w > 0]
         for version, weight in positive:
             edge += weight
             if point < edge:
                 return version
-        return positive[-1][0]
+        return positive[-1][0] if positive else None
 
     def single(self) -> int | None:
         positive = [v for v, w in self.order if w > 0]
@@ -96,7 +96,8 @@ class Router:
         self.salt = salt
         self._random = random_source
 
-    def pick(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Route:
+    def pick(self, headers: Mapping[str, str], query: Mapping[str, str]) -> Route | None:
+        """The route for one request, or ``None`` when the split is empty (the registry's default)."""
         if self.override_header is not None:
             value = headers.get(self.override_header)
             if value is not None:
@@ -107,12 +108,13 @@ class Router:
                     )
                 return Route(int(value), "override")
         single = self.split.single()
-        if self.sticky is not None:
+        if self.sticky is not None and single is None:
             where, name = self.sticky
             key = (headers if where == "header" else query).get(name)
             if key is not None:
-                point = bucket(self.salt, self.model, key) * 100 / BUCKETS
-                return Route(self.split.at(point), "sticky")
+                found = self.split.at(bucket(self.salt, self.model, key) * 100 / BUCKETS)
+                return None if found is None else Route(found, "sticky")
         if single is not None:
             return Route(single, "default")
-        return Route(self.split.at(self._random() * 100), "split")
+        found = self.split.at(self._random() * 100)
+        return None if found is None else Route(found, "split")

@@ -8,11 +8,12 @@ each version runs on (a dynamic batcher, or a direct call inline or on a worker 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -23,6 +24,10 @@ from server.errors import DeadlineExceededError, NotReadyError
 from server.registry import ModelRegistry, ModelVersion
 from server.settings import Settings
 from server.tuning import ExecutionPlan, decide_execution
+
+if TYPE_CHECKING:
+    from server.shadowing import Tap
+    from server.traffic import Traffic
 
 log = logging.getLogger("sluice.service")
 
@@ -85,11 +90,35 @@ class InferenceService:
         self.registry = registry
         self.metrics = metrics
         self.accepting = True
+        self.traffic: Traffic | None = None  # routing and shadows from the rollouts file (server.traffic)
 
-    def resolve(self, model: str, version: str | None) -> tuple[ModelVersion, str]:
-        """The version to serve and the route reason (``explicit`` for a pinned version, else ``default``)."""
-        mv = self.registry.resolve(model, version)
-        return mv, ("explicit" if version is not None else "default")
+    def resolve(
+        self,
+        model: str,
+        version: str | None = None,
+        *,
+        label: str | None = None,
+        headers: Mapping[str, str] | None = None,
+        query: Mapping[str, str] | None = None,
+    ) -> tuple[ModelVersion, str]:
+        """The version to serve and the route reason: ``explicit`` (a pinned version), ``label``, or for an
+        unpinned request with ``headers`` the router's ``override``, ``sticky``, ``split`` or ``default``.
+        """
+        if version is not None:
+            return self.registry.resolve(model, version), "explicit"
+        traffic = self.traffic
+        if label is not None:
+            named = traffic.label(model, label) if traffic is not None else None
+            return self.registry.resolve(model, str(named) if named is not None else label), "label"
+        if traffic is not None:
+            if headers is not None:
+                route = traffic.route(model, headers, query or {})
+                if route is not None:
+                    return self.registry.resolve(model, str(route.version)), route.reason
+            stable = traffic.label(model, "stable")
+            if stable is not None:
+                return self.registry.resolve(model, str(stable)), "default"
+        return self.registry.resolve(model, None), "default"
 
     async def run(self, mv: ModelVersion, request: InferRequest) -> Outputs:
         if not self.accepting:
@@ -98,15 +127,47 @@ class InferenceService:
             request.timeout_us if request.timeout_us is not None else self.settings.default_timeout_us
         )
         deadline = None if timeout_us is None else time.monotonic() + timeout_us / 1e6
+        taps = self._mirror(mv, request)
         mv.enter()
         self.metrics.in_flight.inc()
+        result: Outputs | None = None
         try:
-            result: Outputs = await mv.executor.infer(
+            result = await mv.executor.infer(
                 request.inputs, request.rows, deadline=deadline, priority=request.priority
             )
             return result
         finally:
             self.metrics.in_flight.dec()
+            mv.leave()
+            for tap in taps:  # hands over the outcome; never waits for the copy
+                tap.primary_done(result)
+
+    def _mirror(self, mv: ModelVersion, request: InferRequest) -> list[Tap]:
+        """Start this request's shadow copies (their own tasks), each on a READY version."""
+        if self.traffic is None:
+            return []
+        mirrors = self.traffic.mirrors(mv.model, mv.version)
+        if not mirrors:
+            return []
+        ready = {v.version: v for v in self.registry.versions(mv.model)}
+        taps = []
+        for mirror in mirrors:
+            target = ready.get(mirror.version)
+            if target is None:
+                continue
+            tap = mirror.offer(request.inputs, request.rows, functools.partial(self._shadow, target))
+            if tap is not None:
+                taps.append(tap)
+        return taps
+
+    async def _shadow(
+        self, mv: ModelVersion, inputs: dict[str, np.ndarray], rows: int, deadline: float
+    ) -> Outputs:
+        mv.enter()
+        try:
+            result: Outputs = await mv.executor.infer(inputs, rows, deadline=deadline)
+            return result
+        finally:
             mv.leave()
 
     # ----- version lifecycle hooks (called by the registry) -------------------------------------

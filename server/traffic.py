@@ -1,0 +1,384 @@
+"""Traffic: the rollouts file applied to a running gateway (routing, shadows, rollout controllers).
+
+One ``Traffic`` per gateway. It loads the rollouts file (validated whole against the repository; a bad
+file on reload is rejected with a log line and ``sluice_rollout_config_rejected_total``, and the previous
+routing stays), keeps per-version gate windows fed by routed traffic, drives each model's controller from
+a lifespan task, persists state and events, and exports weights, phases and gate results.
+A version gets traffic only once it is READY (loaded and warmed by the registry): until then its share
+goes to the stable version and a rollout waits before its first step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from server.errors import ConfigError, NotFoundError
+from server.gates import Analyzer, DriftSource, Window
+from server.registry import ModelRegistry, ModelVersion
+from server.rollout import ACTIVE, Phase, RolloutController
+from server.rollout_file import ModelRollouts, RolloutFile, Shadow, read_rollouts
+from server.rollout_store import RolloutStore
+from server.routing import Route, Router, Split
+from server.settings import Settings
+from server.shadowing import Mirror
+
+log = logging.getLogger("sluice.rollout")
+
+#: Route reasons that are not a random sample of users: left out of gate statistics.
+UNSAMPLED = frozenset({"explicit", "label", "override"})
+TICK_S = 0.05
+
+
+@dataclass
+class Plan:
+    """What the file says about one model, and the live objects built from it."""
+
+    entry: ModelRollouts
+    router: Router | None = None
+    weights: dict[int, float] = field(default_factory=dict)
+    mirrors: list[Mirror] = field(default_factory=list)
+    rollout_mirror: Mirror | None = None
+    controller: RolloutController | None = None
+    waiting: str = ""
+    last_eval: float = -float("inf")
+
+    @property
+    def stable(self) -> int | None:
+        spec = self.entry.rollout
+        if spec is not None:
+            done = self.controller is not None and self.controller.phase is Phase.SUCCEEDED
+            return spec.candidate if done else spec.stable
+        weights = self.entry.traffic.weights if self.entry.traffic else {}
+        return max(weights, key=lambda v: (weights[v], -v)) if weights else None
+
+
+class Traffic:
+    """Routing and rollouts of every model named in the rollouts file."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        metrics: Any,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        random_source: Callable[[], float] = random.random,
+        drift: DriftSource | None = None,
+    ) -> None:
+        self.path = settings.rollout_file
+        self.store = RolloutStore(settings.state_dir)
+        self.registry = registry
+        self.metrics = metrics
+        self.drift = drift
+        self._clock = clock
+        self._random = random_source
+        self.file: RolloutFile | None = None
+        self.plans: dict[str, Plan] = {}
+        self._windows: dict[tuple[str, int], Window] = {}
+        self._digests: dict[tuple[Path, int], str] = {}
+        self._fingerprint: tuple[int, int] | None = None
+        self._task: asyncio.Task[None] | None = None
+
+    # ----- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Apply the file (a bad one fails the start: there is no previous routing to keep)."""
+        if self.path is None:
+            return
+        self._fingerprint = self._stat()
+        self.apply(self._read())
+        self.tick()
+        self._task = asyncio.create_task(self._loop(), name="sluice-rollouts")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for plan in self.plans.values():
+            for mirror in plan.mirrors:
+                await mirror.stop()
+        for plan in self.plans.values():
+            if plan.controller is not None:
+                self.store.save(plan.controller.model, plan.controller.snapshot())
+
+    async def _loop(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_S)
+            try:
+                if self._stat() != self._fingerprint:
+                    self.reload()
+                self.tick()
+            except Exception:  # the loop must survive anything one tick does
+                log.exception("rollout tick failed")
+
+    def _stat(self) -> tuple[int, int] | None:
+        assert self.path is not None
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def _read(self) -> RolloutFile:
+        assert self.path is not None
+        versions: dict[str, list[int]] = {}
+        for row in self.registry.index():
+            versions.setdefault(row["name"], []).append(int(row["version"]))
+        return read_rollouts(self.path, versions)
+
+    def reload(self) -> bool:
+        """Re-read the file; on any problem keep the current routing, log it and count it."""
+        if self.path is None:
+            raise NotFoundError("no rollouts file is configured (rollout_file / --rollout)")
+        self._fingerprint = self._stat()
+        try:
+            file = self._read()
+        except ConfigError as exc:
+            self.metrics.rollout_config_rejected.inc()
+            log.error("rollouts file rejected, the previous routing stays: %s", exc.message)
+            raise
+        self.apply(file)
+        log.info("rollouts file %s applied (%d models)", self.path, len(file.models))
+        return True
+
+    def apply(self, file: RolloutFile) -> None:
+        old = self.plans
+        self.file = file
+        self.plans = {}
+        for model, entry in file.models.items():
+            plan = Plan(entry)
+            previous = old.get(model)
+            plan.mirrors = [self._mirror(model, s) for s in entry.shadows]
+            if previous is not None and previous.controller is not None and entry.rollout is not None:
+                plan.controller = self._controller(model, plan, previous.controller.snapshot())
+            self.plans[model] = plan
+            self._route(model, plan)
+
+    # ----- rollouts ------------------------------------------------------------------------------
+
+    def _mirror(self, model: str, spec: Shadow) -> Mirror:
+        return Mirror(
+            model,
+            spec,
+            metrics=self.metrics,
+            window=self.window(model, spec.version),
+            clock=self._clock,
+            random_source=self._random,
+        )
+
+    def window(self, model: str, version: int) -> Window:
+        found = self._windows.get((model, version))
+        if found is None:
+            found = self._windows[(model, version)] = Window()
+        return found
+
+    def _ready(self, model: str) -> dict[int, ModelVersion]:
+        return {mv.version: mv for mv in self.registry.versions(model)}
+
+    def _digest(self, mv: ModelVersion) -> str:
+        if mv.manifest.sha256:
+            return mv.manifest.sha256
+        key = (mv.path, id(mv))
+        if key not in self._digests:
+            self._digests[key] = hashlib.sha256((mv.path / "model.onnx").read_bytes()).hexdigest()
+        return self._digests[key]
+
+    def _controller(
+        self, model: str, plan: Plan, saved: dict[str, Any] | None = None
+    ) -> RolloutController | None:
+        """The model's controller, restored from ``saved`` or the state file when it is the same rollout.
+
+        ``None`` (and ``plan.waiting`` says why) until both versions are READY: their artifacts' digests
+        are part of the rollout's identity, and a candidate gets no traffic before it is warm.
+        """
+        spec = plan.entry.rollout
+        assert spec is not None
+        ready = self._ready(model)
+        for version, role in ((spec.stable, "stable"), (spec.candidate, "candidate")):
+            if version not in ready:
+                plan.waiting = f"{role} version {version} is not ready"
+                return None
+        plan.waiting = ""
+        identity = (
+            f"{model}:{spec.stable}@{self._digest(ready[spec.stable])[:12]}"
+            f"->{spec.candidate}@{self._digest(ready[spec.candidate])[:12]}"
+        )
+        if saved is None or saved.get("identity") != identity:
+            saved = self.store.load().get(model)
+        analyzer = Analyzer(model, spec, lambda v: self.window(model, v), self.drift)
+        controller = RolloutController(
+            model, spec, identity, clock=self._clock, analyze=analyzer, emit=self._emit, saved=saved
+        )
+        if controller.phase is not Phase.IDLE:
+            log.info(
+                "%s: rollout %s resumes as %s at step %d", model, identity, controller.phase, controller.step
+            )
+        return controller
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        line = self.store.append(event)
+        log.info("rollout %s: %s (%s)", line["model"], line["event"], line["reason"])
+
+    def tick(self) -> None:
+        for model, plan in self.plans.items():
+            if plan.entry.rollout is not None and plan.controller is None:
+                plan.controller = self._controller(model, plan)
+            controller = plan.controller
+            if controller is None:
+                self._route(model, plan)
+                continue
+            before = (controller.phase, controller.step, controller.last_eval)
+            controller.tick()
+            if (controller.phase, controller.step, controller.last_eval) != before:
+                self.store.save(model, controller.snapshot())
+                if controller.last_eval != plan.last_eval:
+                    plan.last_eval = controller.last_eval
+                    for result in controller.results:
+                        self.metrics.child(
+                            self.metrics.rollout_gate, model, result.metric, result.verdict
+                        ).inc()
+                        if result.value is not None:
+                            self.metrics.child(self.metrics.rollout_gate_value, model, result.metric).set(
+                                result.value
+                            )
+            self._route(model, plan)
+
+    def _route(self, model: str, plan: Plan) -> None:
+        """Rebuild the model's router and rollout shadow from the file and the controller's state."""
+        entry, controller = plan.entry, plan.controller
+        traffic = entry.traffic
+        weights = dict(traffic.weights) if traffic is not None else {}
+        if entry.rollout is not None and (not weights or controller is not None):
+            stable, candidate = entry.rollout.stable, entry.rollout.candidate
+            share = controller.weight if controller is not None else 0.0
+            if (
+                controller is None
+                or (controller.phase not in ACTIVE
+                and controller.phase is not Phase.SUCCEEDED)
+            ):
+                weights = weights or {stable: 100.0}
+            else:
+                weights = {stable: 100.0 - share, candidate: share}
+        if weights != plan.weights or plan.router is None:
+            plan.weights = weights
+            override = traffic.override if traffic is not None else None
+            sticky = traffic.sticky if traffic is not None else None
+            plan.router = Router(
+                model,
+                Split.of(weights, plan.stable if plan.stable in weights else None),
+                override_header=override.header if override else None,
+                allow=tuple(override.allow) if override else (),
+                sticky=sticky.source() if sticky else None,
+                salt=sticky.salt if sticky else "",
+                random_source=self._random,
+            )
+            for version in {v for v in self._ready(model)} | set(weights):
+                self.metrics.child(self.metrics.rollout_weight, model, str(version)).set(
+                    weights.get(version, 0)
+                )
+        if controller is not None:
+            for phase in Phase:
+                self.metrics.child(self.metrics.rollout_phase, model, phase.value).set(
+                    controller.phase is phase
+                )
+            self.metrics.child(self.metrics.rollout_step, model).set(controller.step)
+            percent = controller.shadow_percent
+            if percent > 0:
+                spec = entry.rollout.shadow_settings(percent) if entry.rollout else None
+                if spec is not None and (plan.rollout_mirror is None or plan.rollout_mirror.spec != spec):
+                    if plan.rollout_mirror is None:
+                        plan.rollout_mirror = self._mirror(model, spec)
+                    plan.rollout_mirror.spec = spec
+            elif plan.rollout_mirror is not None:
+                plan.rollout_mirror.spec = plan.rollout_mirror.spec.model_copy(update={"percent": 0.0})
+
+    # ----- the request path ----------------------------------------------------------------------
+
+    def route(self, model: str, headers: Mapping[str, str], query: Mapping[str, str]) -> Route | None:
+        plan = self.plans.get(model)
+        if plan is None or plan.router is None:
+            return None
+        route = plan.router.pick(headers, query)
+        if route is None or route.reason == "override":
+            return route
+        if route.version not in self._ready(model):
+            stable = plan.stable
+            return Route(stable, "default") if stable is not None else None
+        return route
+
+    def label(self, model: str, label: str) -> int | None:
+        plan = self.plans.get(model)
+        if plan is None:
+            return None
+        if label == "stable":
+            return plan.stable
+        if label == "canary" and plan.entry.rollout is not None:
+            return plan.entry.rollout.candidate
+        return plan.entry.labels.get(label)
+
+    def mirrors(self, model: str, primary: int) -> list[Mirror]:
+        plan = self.plans.get(model)
+        if plan is None:
+            return []
+        found = [m for m in plan.mirrors if m.version != primary]
+        if plan.rollout_mirror is not None and plan.rollout_mirror.version != primary:
+            found.append(plan.rollout_mirror)
+        return found
+
+    def observe(self, mv: ModelVersion, status: int, reason: str, seconds: float) -> None:
+        """Feed one finished request into its version's gate window (routed traffic only)."""
+        if reason in UNSAMPLED or status == 499 or mv.model not in self.plans:
+            return
+        error = status >= 500
+        self.window(mv.model, mv.version).record(
+            self._clock(), error=error, latency_s=seconds if status == 200 else None
+        )
+
+    # ----- admin ---------------------------------------------------------------------------------
+
+    def status(self, model: str | None = None) -> dict[str, Any]:
+        models = {}
+        for name, plan in self.plans.items():
+            if model is not None and name != model:
+                continue
+            c = plan.controller
+            models[name] = {
+                "weights": {str(v): w for v, w in plan.weights.items()},
+                "shadows": [
+                    {"version": m.version, "percent": m.spec.percent, "in_flight": m.in_flight}
+                    for m in self.mirrors(name, -1)
+                ],
+                "rollout": c.snapshot() if c is not None else None,
+                "waiting": plan.waiting or None,
+            }
+        if model is not None and model not in models:
+            raise NotFoundError(f"the rollouts file says nothing about '{model}'")
+        return {
+            "file": str(self.path) if self.path else None,
+            "models": models,
+            "events": self.store.events(model, limit=20),
+        }
+
+    def act(self, model: str, action: str, *, full: bool = False) -> dict[str, Any]:
+        plan = self.plans.get(model)
+        if plan is None or plan.controller is None:
+            reason = plan.waiting if plan is not None and plan.waiting else "no rollout"
+            raise NotFoundError(f"'{model}' has no running rollout ({reason})")
+        controller = plan.controller
+        if action == "promote":
+            controller.promote(full=full)
+        else:
+            getattr(controller, action)()
+        self.store.save(model, controller.snapshot())
+        self._route(model, plan)
+        return self.status(model)
