@@ -1,4 +1,4 @@
-"""The ``sluice`` command: ``serve``, ``demo`` and ``convert``."""
+"""The ``sluice`` command: ``serve``, ``demo``, ``convert`` and ``rollout``."""
 
 from __future__ import annotations
 
@@ -50,7 +50,12 @@ def _serve_args(parser: argparse.ArgumentParser) -> None:
 
 def _settings(args: argparse.Namespace, repository: Path | None) -> Settings:
     return load_settings(
-        args.config, repository=repository, host=args.host, port=args.port, log_level=args.log_level
+        args.config,
+        repository=repository,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        rollout_file=getattr(args, "rollout", None),
     )
 
 
@@ -110,8 +115,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("serve", help="serve every model in a repository")
     p.add_argument("--repository", type=Path, help="model repository (default ./models)")
+    p.add_argument(
+        "--rollout", type=Path, help="rollouts file: routing, shadows, rollouts (docs/rollouts.md)"
+    )
     _serve_args(p)
     p.set_defaults(func=_cmd_serve)
+
+    from server.rollout_cli import add_rollout_commands
+
+    add_rollout_commands(commands)
 
     p = commands.add_parser("demo", help="build the bundled demo models and serve them")
     p.add_argument("--repository", type=Path, help=f"where to build them (default {default_demo_dir()})")
