@@ -1,0 +1,25 @@
+"""Every monitoring module's docstring examples run (River style: the examples are tests)."""
+
+from __future__ import annotations
+
+import doctest
+import importlib
+import pkgutil
+
+import pytest
+
+import monitoring
+
+MODULES = sorted(m.name for m in pkgutil.iter_modules(monitoring.__path__, "monitoring."))
+
+
+@pytest.mark.parametrize("name", MODULES)
+def test_doctests(name: str) -> None:
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0
+
+
+def test_detectors_have_examples() -> None:
+    for name in ("monitoring.cusum", "monitoring.bernoulli"):
+        finder = doctest.DocTestFinder()
+        assert any(t.examples for t in finder.find(importlib.import_module(name))), name
