@@ -1,8 +1,10 @@
 """Prometheus metrics of one gateway, on a registry the app owns (never the global one).
 
-Labels are bounded: ``model``, ``version``, ``outcome``, ``reason``, ``code``; never ids. Label children
-are cached: ``.labels()`` per request costs about 3 us, a cached child about 1 us. Requests for a model
-the registry does not know are counted without a model label, so a scanner cannot grow the series.
+Labels are bounded: ``model``, ``version``, ``outcome``, ``reason``, ``code``, and for monitoring
+``feature`` (from the manifest, at most 64 per version), ``signal`` and ``kind`` (fixed sets); never
+ids. Label children are cached: ``.labels()`` per request costs about 3 us, a cached child about 1 us.
+Requests for a model the registry does not know are counted without a model label, so a scanner cannot
+grow the series.
 """
 
 from __future__ import annotations
@@ -164,6 +166,49 @@ class Metrics:
             "Largest |shadow - primary| of the compared numeric outputs, per request.",
             ["model", "version"],
             buckets=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
+            registry=r,
+        )
+        # ----- monitoring (monitoring.monitor): bounded by model, version, feature and signal -----
+        self.drift_alarms = Counter(
+            "sluice_drift_alarms",
+            "Drift alarms on an input feature, by signal (mean, variance, share, unseen).",
+            ["model", "version", "feature", "signal"],
+            registry=r,
+        )
+        self.drift_status = Gauge(
+            "sluice_drift_status",
+            "1 while a drift incident is open on an input feature.",
+            ["model", "version", "feature"],
+            registry=r,
+        )
+        self.prediction_alarms = Counter(
+            "sluice_prediction_drift_alarms",
+            "Prediction drift alarms, by signal (score, class).",
+            ["model", "version", "signal"],
+            registry=r,
+        )
+        self.anomaly_alarms = Counter(
+            "sluice_anomaly_alarms",
+            "Latency and error anomaly alarms, by signal (latency, latency_tail, errors).",
+            ["model", "version", "signal"],
+            registry=r,
+        )
+        self.incidents = Counter(
+            "sluice_monitoring_incidents",
+            "Monitoring incidents started, by kind (drift, prediction, latency, errors).",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+        self.incidents_open = Gauge(
+            "sluice_monitoring_incidents_open",
+            "Monitoring incidents open now, by kind.",
+            ["model", "version", "kind"],
+            registry=r,
+        )
+        self.observations_dropped = Counter(
+            "sluice_monitoring_observations_dropped",
+            "Observations the monitor did not take (queue full), so not seen by its detectors.",
+            ["model", "version", "reason"],
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 import orjson
 from starlette.applications import Starlette
@@ -20,12 +21,14 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from monitoring.metrics import Metrics
+from monitoring.monitor import Monitor
+from monitoring.version import Layout, WatchOptions
 from server.errors import OverloadedError, SluiceError
-from server.registry import ModelRegistry, ModelVersion
+from server.registry import CONFIG_FILE, ModelRegistry, ModelVersion
 from server.rollout_api import ROLLOUT_ROUTES
 from server.routes import ROUTES
 from server.service import InferenceService
-from server.settings import Settings
+from server.settings import ModelConfig, Settings
 from server.traffic import Traffic
 
 log = logging.getLogger("sluice.app")
@@ -41,25 +44,71 @@ class Gateway:
         self.service = InferenceService(settings, self.registry, self.metrics)
         self.traffic = Traffic(settings, self.registry, self.metrics)
         self.service.traffic = self.traffic
+        m = settings.monitoring
+        self.monitor: Monitor | None = (
+            Monitor(self.metrics, queue_size=m.queue_size, resolve_after_s=m.resolve_after_s)
+            if m.enabled
+            else None
+        )
         self.ready = False
         self._poller: asyncio.Task[None] | None = None
 
     async def _attach(self, mv: ModelVersion) -> None:
         await self.service.attach(mv)
+        if self.monitor is not None:
+            self._watch(self.monitor, mv)
+
+    def _watch(self, monitor: Monitor, mv: ModelVersion) -> None:
+        try:
+            config = ModelConfig.read(mv.path.parent / CONFIG_FILE).monitoring
+        except SluiceError:  # the registry has logged it; watch with defaults
+            config = ModelConfig().monitoring
+        if not config.enabled:
+            monitor.forget(mv.model, mv.version)
+            return
+        layout = Layout.from_signature(
+            [(t.name, t.datatype, t.shape, t.features) for t in mv.inputs],
+            [(t.name, t.role) for t in mv.outputs],
+            mv.manifest.class_labels,
+            only=config.features,
+            categorical=config.categorical,
+        )
+        options = WatchOptions(
+            sample_rate=config.sample_rate,
+            target_false_alarms_per_100k=config.target_false_alarms_per_100k,
+            reference_size=config.reference_size,
+            window_rows=config.window_rows,
+        )
+        monitor.watch(mv.model, mv.version, layout, mv.manifest.profile, options)
 
     async def _detach(self, mv: ModelVersion) -> None:
         await self.service.detach(mv)
+        if self.monitor is not None:
+            self.monitor.forget(mv.model, mv.version)
 
-    def account(self, mv: ModelVersion | None, status: int, reason: str, started: float) -> None:
-        """Count one finished inference request (and its latency when it succeeded)."""
+    def account(
+        self,
+        mv: ModelVersion | None,
+        status: int,
+        reason: str,
+        started: float,
+        inputs: dict[str, Any] | None = None,
+        outputs: dict[str, Any] | None = None,
+    ) -> None:
+        """Count one finished inference request (and its latency if it succeeded); tell the monitor."""
         if mv is None:
             self.metrics.child(self.metrics.unrouted, str(status)).inc()
             return
         seconds = time.perf_counter() - started
         self.metrics.observe_request(mv.model, str(mv.version), status, reason, seconds)
         self.traffic.observe(mv, status, reason, seconds)
+        if self.monitor is not None and (status == 200 or status >= 500):
+            # Client errors (4xx) say nothing about the model: only served requests and server errors.
+            self.monitor.observe(mv.model, mv.version, inputs, outputs, seconds, status != 200)
 
     async def start(self) -> None:
+        if self.monitor is not None:
+            await self.monitor.start()
         await self.registry.scan()
         # The drift gate reads monitoring's incidents when a monitor is there (duck-typed: DriftSource).
         monitor = getattr(self, "monitor", None)
@@ -88,6 +137,8 @@ class Gateway:
                 await self._poller
         await self.traffic.stop()
         await self.registry.close()
+        if self.monitor is not None:
+            await self.monitor.stop()
 
 
 def _render(exc: SluiceError) -> Response:

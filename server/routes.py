@@ -246,7 +246,7 @@ async def infer_v2(request: Request) -> Response:
     except SluiceError as exc:
         gateway.account(mv, exc.status, reason, started)
         raise
-    gateway.account(mv, 200, reason, started)
+    gateway.account(mv, 200, reason, started, decoded.inputs, outputs)
     headers["x-model-version"] = str(mv.version)
     headers["x-route-reason"] = reason
     return Response(payload, headers=headers)
@@ -268,7 +268,7 @@ async def predict_v1(request: Request) -> Response:
     except SluiceError as exc:
         gateway.account(mv, exc.status, reason, started)
         raise
-    gateway.account(mv, 200, reason, started)
+    gateway.account(mv, 200, reason, started, decoded.inputs, outputs)
     return Response(
         payload,
         media_type="application/json",
@@ -332,3 +332,17 @@ for _base in (_MODEL, _VERSION, _LABEL):
         Route(_base + "/ready", model_ready),
         Route(_base + "/config", model_config),
     ]
+
+
+async def model_monitoring(request: Request) -> Response:
+    """What the monitor sees of a version: per feature, prediction, latency, errors, incidents."""
+    gateway = _gateway(request)
+    mv, _ = _resolve(request)
+    if gateway.monitor is None:
+        return json_response({"model": mv.model, "version": str(mv.version), "watched": False})
+    # A snapshot waits for the chunk being fed (a lock): off the event loop.
+    body = await asyncio.to_thread(gateway.monitor.snapshot, mv.model, mv.version)
+    return json_response(body)
+
+
+ROUTES += [Route(_MODEL + "/monitoring", model_monitoring), Route(_VERSION + "/monitoring", model_monitoring)]

@@ -60,6 +60,48 @@ class BatchingSettings(BaseModel):
     )
 
 
+class MonitoringSettings(BaseModel):
+    """Gateway-wide monitoring (drift, latency and error detectors; see docs/monitoring.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Watch every served version (a model's config.yaml can opt out).")
+    queue_size: int = Field(
+        10_000,
+        ge=1,
+        description="Observations waiting for the monitor; beyond it they are dropped and counted.",
+    )
+    resolve_after_s: float = Field(
+        300.0, gt=0, description="An incident resolves after this long without a new alarm."
+    )
+
+
+class MonitoringConfig(BaseModel):
+    """A model's `monitoring:` section in config.yaml."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Watch this model's versions.")
+    sample_rate: float = Field(1.0, gt=0, le=1, description="Share of requests the monitor sees.")
+    features: list[str] | None = Field(None, description="Features to watch (default: all, at most 64).")
+    categorical: list[str] = Field(
+        default_factory=list, description="Numeric-typed features to treat as categories."
+    )
+    target_false_alarms_per_100k: float = Field(
+        10.0,
+        gt=0,
+        description="False alarms per 100k samples the whole monitor of a version may raise on stable "
+        "traffic; split across its detectors (at most 1 per detector).",
+    )
+    reference_size: int = Field(
+        2000,
+        ge=100,
+        description="Rows (requests for latency and errors) taken as the reference when the version has "
+        "no reference profile.",
+    )
+    window_rows: int = Field(1000, ge=50, description="Rows per tumbling window for PSI / Jensen-Shannon.")
+
+
 class Settings(BaseSettings):
     """Settings of one gateway process."""
 
@@ -97,6 +139,9 @@ class Settings(BaseSettings):
         None, description="Bearer token for the admin API; with none the admin API answers 403."
     )
     batching: BatchingSettings = Field(default_factory=BatchingSettings, description="Batching defaults.")
+    monitoring: MonitoringSettings = Field(
+        default_factory=MonitoringSettings, description="Monitoring (drift, latency, errors)."
+    )
     rollout_file: Path | None = Field(
         None,
         description="The rollouts file (routing, shadows, progressive rollouts; see docs/rollouts.md), "
@@ -224,6 +269,9 @@ class ModelConfig(BaseModel):
         default_factory=dict, description="Overrides of the gateway's batching settings for this model."
     )
     allow_nan: bool | None = Field(None, description="Accept NaN/Inf inputs (default: the gateway setting).")
+    monitoring: MonitoringConfig = Field(
+        default_factory=MonitoringConfig, description="Monitoring of this model's versions (see below)."
+    )
 
     @field_validator("version_policy", mode="before")
     @classmethod
@@ -274,6 +322,8 @@ def reference_markdown() -> str:
         ("Gateway settings", Settings, True),
         ("Batching (`batching:`; per model under `batching:` in config.yaml)", BatchingSettings, False),
         ("Model `config.yaml`", ModelConfig, False),
+        ("Monitoring (`monitoring:`)", MonitoringSettings, False),
+        ("Model monitoring (`monitoring:` in config.yaml)", MonitoringConfig, False),
     ):
         lines += [
             f"## {title}",

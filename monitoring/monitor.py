@@ -1,0 +1,201 @@
+"""The observer: a bounded queue filled by the hot path and one background task that drains it.
+
+``observe`` is all a request pays for: a dictionary look-up, an optional sampling draw and ``put_nowait``
+on a bounded ``asyncio.Queue``; when the queue is full the observation is dropped and counted, so the hot
+path never waits. The background task (``start``/``stop``, owned by the app's lifespan) takes chunks off
+the queue and feeds them to each version's ``VersionMonitor`` on a worker thread, so detectors never
+hold up the event loop; alarms become incidents and metrics there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from monitoring.incidents import Incident, Incidents
+from monitoring.metrics import Metrics
+from monitoring.streams import Alarm
+from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
+
+log = logging.getLogger("sluice.monitoring")
+
+#: Incident kinds the rollout drift gate counts.
+DRIFT_KINDS = frozenset({"drift", "prediction"})
+
+
+class Monitor:
+    """Watches every registered model version; see the module docstring."""
+
+    def __init__(
+        self,
+        metrics: Metrics,
+        *,
+        queue_size: int = 10_000,
+        chunk_size: int = 256,
+        resolve_after_s: float = 300.0,
+        sweep_interval_s: float = 1.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.metrics = metrics
+        self.queue_size = queue_size
+        self.chunk_size = chunk_size
+        self.sweep_interval_s = sweep_interval_s
+        self._clock = clock
+        self._versions: dict[tuple[str, int], VersionMonitor] = {}
+        self._dropped: dict[tuple[str, int], Any] = {}
+        self._queue: asyncio.Queue[tuple[VersionMonitor, Observation]] | None = None
+        self._task: asyncio.Task[None] | None = None
+        # Detectors are fed on a worker thread and read by snapshots; incidents have their own lock so
+        # the rollout gate (on the event loop) never waits for a chunk to finish.
+        self._lock = threading.Lock()
+        self._incidents_lock = threading.Lock()
+        self.incidents_log = Incidents(resolve_after_s, clock=clock, on_change=self._on_incident)
+
+    # ----- versions -----------------------------------------------------------------------------
+
+    def watch(
+        self, model: str, version: int, layout: Layout, profile: dict[str, Any] | None, options: WatchOptions
+    ) -> None:
+        """Start watching a version (calibration happens in the background, on its first chunk)."""
+        with self._lock:
+            self._versions[(model, version)] = VersionMonitor(model, version, layout, profile, options)
+        self._dropped[(model, version)] = self.metrics.child(
+            self.metrics.observations_dropped, model, str(version), "queue_full"
+        )
+
+    def forget(self, model: str, version: int) -> None:
+        with self._lock:
+            self._versions.pop((model, version), None)
+            self._dropped.pop((model, version), None)
+        with self._incidents_lock:
+            self.incidents_log.forget(model, version)
+
+    def watching(self, model: str, version: int) -> bool:
+        return (model, version) in self._versions
+
+    # ----- the hot path -------------------------------------------------------------------------
+
+    def observe(
+        self,
+        model: str,
+        version: int,
+        inputs: dict[str, Any] | None,
+        outputs: dict[str, Any] | None,
+        latency_s: float,
+        error: bool,
+    ) -> None:
+        """Hand one finished request over; never blocks, never raises on a full queue."""
+        vm = self._versions.get((model, version))
+        queue = self._queue
+        if vm is None or queue is None:
+            return
+        rate = vm.options.sample_rate
+        if rate < 1.0 and random.random() >= rate:
+            return
+        try:
+            queue.put_nowait((vm, Observation(inputs, outputs, latency_s, error, self._clock())))
+        except asyncio.QueueFull:
+            vm.dropped += 1
+            self._dropped[(model, version)].inc()
+
+    # ----- the background task ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._queue = asyncio.Queue(self.queue_size)
+        self._task = asyncio.create_task(self._drain(), name="sluice-monitoring")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _drain(self) -> None:
+        assert self._queue is not None
+        queue = self._queue
+        while True:
+            try:
+                first = await asyncio.wait_for(queue.get(), self.sweep_interval_s)
+            except TimeoutError:
+                self._sweep()
+                continue
+            chunk = [first]
+            while len(chunk) < self.chunk_size and not queue.empty():
+                chunk.append(queue.get_nowait())
+            try:
+                await asyncio.to_thread(self._process, chunk)
+            except Exception:  # a bad observation must never stop monitoring
+                log.exception("monitoring failed on a chunk of %d observations", len(chunk))
+            self._sweep()
+
+    def _sweep(self) -> None:
+        with self._incidents_lock:
+            self.incidents_log.sweep()
+
+    def _process(self, chunk: list[tuple[VersionMonitor, Observation]]) -> None:
+        by_version: dict[int, tuple[VersionMonitor, list[Observation]]] = {}
+        for vm, obs in chunk:
+            by_version.setdefault(id(vm), (vm, []))[1].append(obs)
+        for vm, observations in by_version.values():
+            with self._lock:
+                if self._versions.get((vm.model, vm.version)) is not vm:
+                    continue  # forgotten while queued
+                alarms = vm.feed(observations)
+            with self._incidents_lock:
+                for alarm in alarms:
+                    self._record(vm, alarm)
+
+    def _record(self, vm: VersionMonitor, alarm: Alarm) -> None:
+        s = alarm.stream
+        m, labels = self.metrics, (vm.model, str(vm.version))
+        if s.kind == "drift":
+            m.child(m.drift_alarms, *labels, s.subject, s.signal).inc()
+        elif s.kind == "prediction":
+            m.child(m.prediction_alarms, *labels, s.signal).inc()
+        else:
+            m.child(m.anomaly_alarms, *labels, s.signal).inc()
+        self.incidents_log.alarm(vm.model, vm.version, s.kind, s.subject, s.signal, alarm.at)
+
+    def _on_incident(self, incident: Incident, change: str) -> None:
+        m, labels = self.metrics, (incident.model, str(incident.version))
+        up = 1 if change == "started" else -1
+        if change == "started":
+            m.child(m.incidents, *labels, incident.kind).inc()
+        m.child(m.incidents_open, *labels, incident.kind).inc(up)
+        if incident.kind == "drift":
+            m.child(m.drift_status, *labels, incident.subject).set(1 if up > 0 else 0)
+
+    # ----- reading ------------------------------------------------------------------------------
+
+    def incidents(self, model: str, version: int, since_monotonic: float) -> int:
+        """Drift incidents (inputs or prediction) on ``model``/``version`` started at or after ``since``."""
+        with self._incidents_lock:
+            return self.incidents_log.started_since(model, version, since_monotonic, DRIFT_KINDS)
+
+    def snapshot(self, model: str, version: int) -> dict[str, Any]:
+        """What the monitoring endpoint shows for one version (``{"watched": False}`` if not watched)."""
+        with self._lock:
+            vm = self._versions.get((model, version))
+            if vm is None:
+                return {"model": model, "version": str(version), "watched": False}
+            now = self._clock()
+            body = vm.snapshot(now)
+        body["watched"] = True
+        body["pending"] = 0 if self._queue is None else self._queue.qsize()
+        with self._incidents_lock:
+            open_by_subject = {(i.kind, i.subject) for i in self.incidents_log.open_of(model, version)}
+            history = [i.to_json(now) for i in reversed(self.incidents_log.of(model, version))]
+        for name, feature in body["features"].items():
+            feature["drift"] = ("drift", name) in open_by_subject
+        body["prediction"]["drift"] = ("prediction", "prediction") in open_by_subject
+        body["latency"]["anomaly"] = ("latency", "latency") in open_by_subject
+        body["errors"]["anomaly"] = ("errors", "errors") in open_by_subject
+        body["incidents"] = history
+        return body

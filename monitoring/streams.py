@@ -1,0 +1,210 @@
+"""Derived streams: every signal of a version turned into the values one calibrated detector watches.
+
+Mean-change detectors miss what they are not fed (monitoring.md), so each signal becomes several streams:
+
+| signal | stream | detector |
+| --- | --- | --- |
+| numeric feature | ``z = (x - mean) / std`` against the reference | two-sided ``CUSUM`` (mean) |
+| numeric feature | ``z**2`` | one-sided ``CUSUM`` on its mean of 1 (variance) |
+| categorical feature | indicator per known category, and of an unseen one | ``BernoulliCUSUM`` (up) |
+| prediction score | ``z`` of the score | two-sided ``CUSUM`` |
+| predicted class | indicator per class | ``BernoulliCUSUM`` (share up) |
+| latency | ``log`` latency, standardised | River ``PageHinkley`` (up), against its own past |
+| latency tail | latency above the reference p99 | ``BernoulliCUSUM`` |
+| errors | error bit | ``BernoulliCUSUM`` |
+
+``z`` is clipped to +-8 so one absurd value cannot raise an alarm alone. Every threshold comes from
+``monitoring.calibration``; calibrations are cached by what they depend on, so versions with the same
+reference (and the evaluation's many seeds) calibrate once.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from river import drift
+
+from monitoring.bernoulli import BernoulliCUSUM
+from monitoring.calibration import (
+    Detector,
+    bernoulli_threshold,
+    calibrate,
+    cusum_alarms,
+    replay_alarms,
+    wald_theta,
+)
+from monitoring.cusum import CUSUM
+from monitoring.reference import NumericReference
+
+Z_CLIP = 8.0
+#: CUSUM allowance on z: tuned for a 0.5 sigma shift.
+MEAN_K = 0.25
+#: CUSUM allowance on z**2: tuned for a variance x1.5 (mean of z**2 from 1 to 1.5).
+VARIANCE_K = 0.25
+#: A category's or class's share is watched for a rise by this factor (30 % -> 40 %).
+SHARE_LIFT = 4.0 / 3.0
+#: The unseen-category rate watched for.
+UNSEEN_P1 = 0.05
+#: Floors for rates estimated from few samples.
+MIN_RATE = 0.001
+ERROR_LIFT = 5.0
+TAIL_QUANTILE = 0.99
+TAIL_LIFT = 3.0
+#: PageHinkley allowance on standardised log latency (a 20 % median rise is ~0.6 sigma of typical jitter).
+LATENCY_DELTA = 0.25
+LATENCY_MIN_INSTANCES = 30
+
+_cache: dict[tuple[Any, ...], float] = {}
+_cache_lock = threading.Lock()
+
+
+def _cached(key: tuple[Any, ...], compute: Callable[[], float]) -> float:
+    with _cache_lock:
+        found = _cache.get(key)
+    if found is None:
+        found = compute()
+        with _cache_lock:
+            _cache[key] = found
+    return found
+
+
+def standardize(values: np.ndarray, ref: NumericReference) -> np.ndarray:
+    return np.clip((np.asarray(values, dtype=np.float64) - ref.mean) / ref.std, -Z_CLIP, Z_CLIP)
+
+
+@dataclass
+class Alarm:
+    stream: Stream
+    sample: int  # index of the sample in its stream
+    at: float  # monotonic time of the request it came with
+
+
+class Stream:
+    """One derived stream and its detector: what it watches, its count of samples and its last alarms."""
+
+    def __init__(self, kind: str, subject: str, signal: str, detector: Detector, detail: str = "") -> None:
+        self.kind = kind  # drift | prediction | latency | errors
+        self.subject = subject  # feature name, or the kind
+        self.signal = (
+            signal  # mean | variance | share | unseen | score | class | latency | latency_tail | errors
+        )
+        self.detail = detail  # the category or class a share stream watches
+        self.detector = detector
+        self.samples = 0
+        self.alarms = 0
+        self.last_alarms: deque[tuple[int, float]] = deque(maxlen=5)
+
+    def feed(self, values: list[Any], times: np.ndarray) -> list[Alarm]:
+        detector = self.detector
+        update = detector.update
+        hits = []
+        for i, x in enumerate(values):
+            update(x)
+            if detector.drift_detected:
+                hits.append(i)
+        found = []
+        for i in hits:
+            alarm = Alarm(self, self.samples + i, float(times[i]))
+            self.last_alarms.append((alarm.sample, alarm.at))
+            found.append(alarm)
+        self.samples += len(values)
+        self.alarms += len(hits)
+        return found
+
+    def state(self) -> dict[str, Any]:
+        d: Any = self.detector
+        statistic = getattr(d, "statistic", None)
+        if statistic is None and isinstance(d, drift.PageHinkley):
+            statistic = d._sum_increase - d._min_increase if d._min_increase != float("inf") else 0.0
+        body: dict[str, Any] = {
+            "signal": self.signal,
+            "detector": type(d).__name__,
+            "statistic": None if statistic is None else round(float(statistic), 4),
+            "threshold": round(float(d.threshold), 4),
+            "samples": self.samples,
+            "alarms": self.alarms,
+        }
+        if self.detail:
+            body["value"] = self.detail
+        return body
+
+
+def mean_stream(kind: str, subject: str, ref: NumericReference, target_arl: float) -> Stream:
+    """Two-sided CUSUM on the value's z-score."""
+
+    def compute() -> float:
+        z = standardize(ref.draw(np.random.default_rng(1), 50_000), ref)
+        theta = min(wald_theta(z - MEAN_K), wald_theta(-z - MEAN_K))
+        return calibrate(
+            lambda h, z: cusum_alarms(np.stack([z - MEAN_K, -z - MEAN_K]), h),
+            lambda rng, n: standardize(ref.draw(rng, n), ref),
+            theta=theta,
+            target_arl=target_arl,
+        )
+
+    h = _cached(("mean", ref.key(), target_arl), compute)
+    return Stream(kind, subject, "score" if kind == "prediction" else "mean", CUSUM(MEAN_K, h))
+
+
+def variance_stream(subject: str, ref: NumericReference, target_arl: float) -> Stream:
+    """One-sided CUSUM on z**2 (its mean is 1 under the reference)."""
+
+    def compute() -> float:
+        y = standardize(ref.draw(np.random.default_rng(2), 50_000), ref) ** 2
+        return calibrate(
+            lambda h, y: cusum_alarms(y - 1.0 - VARIANCE_K, h),
+            lambda rng, n: standardize(ref.draw(rng, n), ref) ** 2,
+            theta=wald_theta(y - 1.0 - VARIANCE_K),
+            target_arl=target_arl,
+        )
+
+    h = _cached(("variance", ref.key(), target_arl), compute)
+    return Stream("drift", subject, "variance", CUSUM(VARIANCE_K, h, mu0=1.0, two_sided=False))
+
+
+def rate_stream(
+    kind: str, subject: str, signal: str, p0: float, p1: float, target_arl: float, detail: str = ""
+) -> Stream:
+    """Bernoulli CUSUM from rate ``p0`` up to ``p1``."""
+    p0 = min(max(p0, MIN_RATE), 0.99)
+    p1 = min(max(p1, p0 * 1.01), 0.999)
+    h = bernoulli_threshold(round(p0, 6), round(p1, 6), target_arl)
+    return Stream(kind, subject, signal, BernoulliCUSUM(p0, p1, h), detail)
+
+
+def share_p1(p0: float) -> float:
+    return min(p0 * SHARE_LIFT, p0 + 0.5 * (1.0 - p0))
+
+
+def latency_stream(ref: NumericReference, target_arl: float) -> Stream:
+    """PageHinkley (up) on standardised log latency: a rise against the stream's own recent past."""
+
+    def make(h: float) -> Detector:
+        return drift.PageHinkley(LATENCY_MIN_INSTANCES, LATENCY_DELTA, h, alpha=1.0, mode="up")
+
+    def compute() -> float:
+        z = standardize(ref.draw(np.random.default_rng(3), 50_000), ref)
+        return calibrate(
+            lambda h, z: replay_alarms(make(h), z.tolist()),
+            lambda rng, n: standardize(ref.draw(rng, n), ref),
+            theta=wald_theta(z - z.mean() - LATENCY_DELTA),
+            target_arl=target_arl,
+        )
+
+    h = _cached(("latency", ref.key(), target_arl), compute)
+    return Stream("latency", "latency", "latency", make(h))
+
+
+def tail_threshold(latencies: np.ndarray) -> tuple[float, float]:
+    """The reference p99 latency and the share of reference requests above it."""
+    q = float(np.quantile(latencies, TAIL_QUANTILE))
+    return q, max(float(np.mean(latencies > q)), 1.0 / max(latencies.size, 1), MIN_RATE)
+
+
+def log_latency(seconds: np.ndarray) -> np.ndarray:
+    return np.asarray(np.log(np.maximum(seconds, 1e-7)), dtype=np.float64)

@@ -1,0 +1,486 @@
+"""One model version under watch: its layout, references, derived streams, windows and detectors.
+
+``VersionMonitor.feed`` takes a chunk of observations and returns the alarms raised; it is synchronous and
+knows nothing of queues or HTTP, so the background task and the evaluation harness drive the same code.
+Where the manifest has a reference profile the features and the prediction are watched from the first
+request; otherwise (and always for latency and errors) the first ``reference_size`` rows or requests
+become the reference and the detectors start after them, which the snapshot says.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from monitoring.calibration import per_detector_arl
+from monitoring.reference import CategoricalReference, NumericReference
+from monitoring.streams import (
+    UNSEEN_P1,
+    Alarm,
+    Stream,
+    latency_stream,
+    log_latency,
+    mean_stream,
+    rate_stream,
+    share_p1,
+    standardize,
+    tail_threshold,
+    variance_stream,
+)
+from monitoring.windows import Window
+
+#: Categories of one feature watched one by one (the most frequent); the rest only through "unseen".
+MAX_TRACKED_CATEGORIES = 10
+#: Features watched per version at most (metric labels stay bounded).
+MAX_FEATURES = 64
+
+
+class Observation(NamedTuple):
+    """What the hot path hands over for one finished request."""
+
+    inputs: dict[str, np.ndarray] | None
+    outputs: dict[str, np.ndarray] | None
+    latency_s: float
+    error: bool
+    at: float  # monotonic time
+
+
+@dataclass(frozen=True)
+class FeatureSource:
+    """Where one feature's values are: a column of a 2-D input, or a whole 1-D input."""
+
+    name: str
+    input: str
+    column: int | None = None
+    categorical: bool = False
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where a version's features and predictions are in its inputs and outputs."""
+
+    features: tuple[FeatureSource, ...]
+    score_output: str | None = None
+    score_is_probability: bool = True
+    label_output: str | None = None
+    class_labels: tuple[str, ...] = ()
+
+    @classmethod
+    def from_signature(
+        cls,
+        inputs: Sequence[tuple[str, str, Sequence[int], Sequence[str]]],
+        outputs: Sequence[tuple[str, str]],
+        class_labels: Sequence[Any] | None = None,
+        *,
+        only: Sequence[str] | None = None,
+        categorical: Sequence[str] = (),
+    ) -> Layout:
+        """From ``(name, datatype, shape, feature names)`` per input and ``(name, role)`` per output."""
+        features: list[FeatureSource] = []
+        for name, datatype, shape, names in inputs:
+            is_text = datatype == "BYTES"
+            if len(shape) == 2 and shape[1] > 0:
+                cols = list(names) if len(names) == shape[1] else [f"{name}[{j}]" for j in range(shape[1])]
+                features += [
+                    FeatureSource(c, name, j, is_text or c in categorical) for j, c in enumerate(cols)
+                ]
+            elif len(shape) <= 1 or (len(shape) == 2 and shape[1] == 1):
+                feature = names[0] if len(names) == 1 else name
+                features.append(FeatureSource(feature, name, None, is_text or feature in categorical))
+        if only is not None:
+            wanted = set(only)
+            features = [f for f in features if f.name in wanted]
+        roles = {role: name for name, role in outputs}
+        score = roles.get("probabilities") or roles.get("value")
+        return cls(
+            features=tuple(features[:MAX_FEATURES]),
+            score_output=score,
+            score_is_probability="probabilities" in roles,
+            label_output=roles.get("label"),
+            class_labels=tuple(str(c) for c in class_labels or ()),
+        )
+
+
+@dataclass
+class WatchOptions:
+    """How one version is watched (the gateway fills it from the model's ``monitoring:`` config)."""
+
+    sample_rate: float = 1.0
+    target_false_alarms_per_100k: float = 10.0
+    reference_size: int = 2000
+    window_rows: int = 1000
+
+
+@dataclass
+class FeatureState:
+    source: FeatureSource
+    reference: NumericReference | CategoricalReference | None = None
+    reference_from: str = "first_requests"
+    streams: list[Stream] = field(default_factory=list)
+    window: Window | None = None
+    categories: list[str] = field(default_factory=list)
+
+
+def _text(values: np.ndarray) -> np.ndarray:
+    if values.dtype.kind in "SO":
+        return np.array(
+            [v.decode() if isinstance(v, bytes) else str(v) for v in values.ravel()], dtype=object
+        )
+    return values.ravel().astype(str)
+
+
+class VersionMonitor:
+    """Streams and detectors of one version, fed in chunks by one thread at a time."""
+
+    def __init__(
+        self, model: str, version: int, layout: Layout, profile: dict[str, Any] | None, options: WatchOptions
+    ) -> None:
+        self.model = model
+        self.version = version
+        self.layout = layout
+        self.options = options
+        self.profile = profile
+        self.requests = 0
+        self.rows = 0
+        self.dropped = 0
+        self.features = {f.name: FeatureState(f) for f in layout.features}
+        self.prediction: list[Stream] = []
+        self.score_ref: NumericReference | None = None
+        self.class_shares: dict[str, float] | None = None
+        self.prediction_from = "first_requests"
+        self.score_window: Window | None = None
+        self.health: list[Stream] = []
+        self.latency_ref: NumericReference | None = None
+        self.tail_s = 0.0
+        self.error_rate = 0.0
+        self._pending: dict[str, list[np.ndarray]] = {}
+        self._pending_lat: list[float] = []
+        self._pending_err: list[bool] = []
+        self._started = False
+        self._arl = 0.0
+
+    # ----- building -----------------------------------------------------------------------------
+
+    def _budget(self) -> int:
+        n = 0
+        profiled = (self.profile or {}).get("features", {})
+        for f in self.layout.features:
+            if f.categorical:
+                known = len(profiled.get(f.name, {}).get("categories", {})) or MAX_TRACKED_CATEGORIES
+                n += min(known, MAX_TRACKED_CATEGORIES) + 1
+            else:
+                n += 2
+        n += 1 if self.layout.score_output else 0
+        n += len(self.layout.class_labels) if self.layout.label_output else 0
+        return n + 3  # latency, latency tail, errors
+
+    def start(self) -> None:
+        """Calibrate what the profile allows (slow: call it off the event loop)."""
+        self._started = True
+        self._arl = per_detector_arl(self.options.target_false_alarms_per_100k, self._budget())
+        profile = self.profile or {}
+        for name, state in self.features.items():
+            body = profile.get("features", {}).get(name)
+            if body is None:
+                continue
+            if state.source.categorical and body.get("type") == "categorical":
+                self._arm_feature(state, CategoricalReference.from_profile(body), "profile")
+            elif not state.source.categorical and body.get("type", "numeric") == "numeric":
+                ref = NumericReference.from_profile(body)
+                if ref is not None:
+                    self._arm_feature(state, ref, "profile")
+        outputs = profile.get("outputs") or {}
+        quantiles = outputs.get("score_quantiles") or (outputs.get("value") or {}).get("quantiles")
+        shares = outputs.get("class_shares")
+        if quantiles or shares:
+            score = None
+            if quantiles and self.layout.score_output:
+                value = outputs.get("value")
+                score = (
+                    NumericReference(float(value["mean"]), max(float(value["std"]), 1e-9), value["quantiles"])
+                    if value
+                    else NumericReference.from_quantiles(quantiles)
+                )
+            self._arm_prediction(score, shares, "profile")
+
+    def _arm_feature(
+        self, state: FeatureState, ref: NumericReference | CategoricalReference, source: str
+    ) -> None:
+        state.reference, state.reference_from = ref, source
+        name = state.source.name
+        if isinstance(ref, NumericReference):
+            state.streams = [
+                mean_stream("drift", name, ref, self._arl),
+                variance_stream(name, ref, self._arl),
+            ]
+            state.window = Window.numeric(ref, self.options.window_rows)
+        else:
+            ranked = sorted(ref.shares.items(), key=lambda kv: -kv[1])[:MAX_TRACKED_CATEGORIES]
+            state.categories = [c for c, _ in ranked]
+            state.streams = [
+                rate_stream("drift", name, "share", p, share_p1(p), self._arl, detail=c) for c, p in ranked
+            ]
+            unseen = max(ref.other, 0.0)
+            state.streams.append(
+                rate_stream("drift", name, "unseen", unseen, max(UNSEEN_P1, 5 * unseen), self._arl)
+            )
+            known = np.asarray(
+                [ref.shares[c] for c in state.categories]
+                + [max(1.0 - sum(ref.shares[c] for c in state.categories), 0.0)]
+            )
+            state.window = Window(np.empty(0), known, self.options.window_rows)
+
+    def _arm_prediction(
+        self, score: NumericReference | None, shares: dict[str, float] | None, source: str
+    ) -> None:
+        self.prediction_from = source
+        self.prediction = []
+        if score is not None:
+            self.score_ref = score
+            self.prediction.append(mean_stream("prediction", "prediction", score, self._arl))
+            self.score_window = Window.numeric(score, self.options.window_rows)
+        if shares and self.layout.label_output:
+            self.class_shares = {str(k): float(v) for k, v in shares.items()}
+            labels = list(self.class_shares)
+            for label in labels:
+                p = self.class_shares[label]
+                if 0.0 < p < 0.995:
+                    self.prediction.append(
+                        rate_stream(
+                            "prediction", "prediction", "class", p, share_p1(p), self._arl, detail=label
+                        )
+                    )
+
+    # ----- feeding ------------------------------------------------------------------------------
+
+    def feed(self, chunk: Sequence[Observation]) -> list[Alarm]:
+        if not self._started:
+            self.start()
+        alarms: list[Alarm] = []
+        self.requests += len(chunk)
+        alarms += self._feed_health(chunk)
+        served = [o for o in chunk if o.inputs is not None and not o.error]
+        if not served:
+            return alarms
+        first = self.layout.features[0].input if self.layout.features else None
+        columns: dict[str, np.ndarray] = {}
+        for source in {f.input for f in self.layout.features}:
+            try:
+                columns[source] = np.concatenate([o.inputs[source] for o in served if o.inputs is not None])
+            except (KeyError, ValueError):
+                return alarms
+        counts = [len(o.inputs[first]) if (first and o.inputs) else 1 for o in served]
+        times = np.repeat(np.asarray([o.at for o in served]), counts)
+        self.rows += len(times)
+        for state in self.features.values():
+            src = state.source
+            data = columns[src.input]
+            values = data[:, src.column] if src.column is not None else data.reshape(len(times), -1)[:, 0]
+            alarms += self._feed_feature(state, values, times)
+        alarms += self._feed_prediction(served)
+        return alarms
+
+    def _collect(self, key: str, values: np.ndarray) -> np.ndarray | None:
+        """Add to a pending reference sample; the whole sample once it is complete."""
+        held = self._pending.setdefault(key, [])
+        held.append(values)
+        if sum(len(v) for v in held) < self.options.reference_size:
+            return None
+        del self._pending[key]
+        return np.concatenate(held)
+
+    def _feed_feature(self, state: FeatureState, values: np.ndarray, times: np.ndarray) -> list[Alarm]:
+        if state.reference is None:
+            sample = self._collect("feature:" + state.source.name, values)
+            if sample is not None:
+                if state.source.categorical:
+                    self._arm_feature(
+                        state, CategoricalReference.from_values(_text(sample)), "first_requests"
+                    )
+                else:
+                    numeric = NumericReference.from_values(sample.astype(np.float64))
+                    if numeric is not None:
+                        self._arm_feature(state, numeric, "first_requests")
+            return []
+        ref = state.reference
+        alarms: list[Alarm] = []
+        if isinstance(ref, NumericReference):
+            x = values.astype(np.float64, copy=False)
+            ok = np.isfinite(x)
+            if not ok.all():
+                x, times = x[ok], times[ok]
+            z = standardize(x, ref)
+            alarms += state.streams[0].feed(z.tolist(), times)
+            alarms += state.streams[1].feed((z * z).tolist(), times)
+            if state.window is not None:
+                state.window.add_values(x)
+            return alarms
+        text = _text(values)
+        bins = np.full(len(text), len(state.categories), dtype=np.int64)
+        for j, (category, stream) in enumerate(zip(state.categories, state.streams, strict=False)):
+            hit = text == category
+            bins[hit] = j
+            alarms += stream.feed(hit.tolist(), times)
+        unseen = ~np.isin(text, list(ref.shares))
+        alarms += state.streams[-1].feed(unseen.tolist(), times)
+        if state.window is not None:
+            state.window.add_bins(bins)
+        return alarms
+
+    def _feed_prediction(self, served: Sequence[Observation]) -> list[Alarm]:
+        lay = self.layout
+        scores: list[np.ndarray] = []
+        labels: list[np.ndarray] = []
+        score_at: list[np.ndarray] = []
+        label_at: list[np.ndarray] = []
+        for o in served:
+            out = o.outputs or {}
+            if lay.score_output in out:
+                s = np.asarray(out[lay.score_output], dtype=np.float64)
+                if lay.score_is_probability and s.ndim == 2:
+                    s = s[:, -1] if s.shape[1] <= 2 else s.max(axis=1)
+                scores.append(s.reshape(len(s), -1)[:, 0])
+                score_at.append(np.full(len(s), o.at))
+            if lay.label_output in out:
+                labels.append(_text(np.asarray(out[lay.label_output])))
+                label_at.append(np.full(len(labels[-1]), o.at))
+        score = np.concatenate(scores) if scores else None
+        label = np.concatenate(labels) if labels else None
+        if not self.prediction and self.prediction_from == "first_requests":
+            ref_score = ref_shares = None
+            if score is not None:
+                got = self._collect("score", score)
+                if got is None:
+                    return []
+                ref_score = NumericReference.from_values(got)
+            if label is not None:
+                got_labels = self._collect("label", label)
+                if got_labels is not None:
+                    ref_shares = CategoricalReference.from_values(got_labels).shares
+            if ref_score is not None or ref_shares is not None:
+                self._arm_prediction(ref_score, ref_shares, "first_requests")
+            return []
+        alarms: list[Alarm] = []
+        for stream in self.prediction:
+            if stream.signal == "score" and score is not None and self.score_ref is not None:
+                alarms += stream.feed(standardize(score, self.score_ref).tolist(), np.concatenate(score_at))
+            elif stream.signal == "class" and label is not None:
+                alarms += stream.feed((label == stream.detail).tolist(), np.concatenate(label_at))
+        if self.score_window is not None and score is not None:
+            self.score_window.add_values(score)
+        return alarms
+
+    def _feed_health(self, chunk: Sequence[Observation]) -> list[Alarm]:
+        lat = np.asarray([o.latency_s for o in chunk if not o.error], dtype=np.float64)
+        lat_times = np.asarray([o.at for o in chunk if not o.error])
+        errors = [o.error for o in chunk]
+        err_times = np.asarray([o.at for o in chunk])
+        if not self.health:
+            self._pending_lat += lat.tolist()
+            self._pending_err += errors
+            if len(self._pending_err) >= self.options.reference_size and len(self._pending_lat) >= 30:
+                sample = np.asarray(self._pending_lat)
+                self.latency_ref = NumericReference.from_values(log_latency(sample))
+                self.tail_s, tail_p0 = tail_threshold(sample)
+                self.error_rate = float(np.mean(self._pending_err))
+                assert self.latency_ref is not None
+                self.health = [
+                    latency_stream(self.latency_ref, self._arl),
+                    rate_stream("latency", "latency", "latency_tail", tail_p0, 3 * tail_p0, self._arl),
+                    rate_stream(
+                        "errors",
+                        "errors",
+                        "errors",
+                        self.error_rate,
+                        5 * max(self.error_rate, 0.001),
+                        self._arl,
+                    ),
+                ]
+                self._pending_lat, self._pending_err = [], []
+            return []
+        assert self.latency_ref is not None
+        alarms = self.health[0].feed(standardize(log_latency(lat), self.latency_ref).tolist(), lat_times)
+        alarms += self.health[1].feed((lat > self.tail_s).tolist(), lat_times)
+        alarms += self.health[2].feed(errors, err_times)
+        return alarms
+
+    # ----- reading ------------------------------------------------------------------------------
+
+    def streams(self) -> list[Stream]:
+        out = [s for f in self.features.values() for s in f.streams]
+        return out + self.prediction + self.health
+
+    def snapshot(self, mono_now: float, wall_now: float | None = None) -> dict[str, Any]:
+        wall_now = time.time() if wall_now is None else wall_now
+
+        def when(at: float) -> str:
+            wall = wall_now - (mono_now - at)
+            return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"
+
+        def detectors(streams: list[Stream]) -> list[dict[str, Any]]:
+            out = []
+            for s in streams:
+                body = s.state()
+                body["last_alarms"] = [
+                    {"sample": n, "time": when(at), "seconds_ago": round(mono_now - at, 3)}
+                    for n, at in s.last_alarms
+                ]
+                out.append(body)
+            return out
+
+        features: dict[str, Any] = {}
+        for name, st in self.features.items():
+            pending = sum(len(v) for v in self._pending.get("feature:" + name, []))
+            features[name] = {
+                "type": "categorical" if st.source.categorical else "numeric",
+                "reference_from": st.reference_from if st.reference is not None else "collecting",
+                "reference": None if st.reference is None else st.reference.to_json(),
+                "reference_rows_collected": None if st.reference is not None else pending,
+                "current": None if st.window is None else st.window.to_json(),
+                "detectors": detectors(st.streams),
+                "alarms": sum(s.alarms for s in st.streams),
+            }
+        return {
+            "model": self.model,
+            "version": str(self.version),
+            "observed": {"requests": self.requests, "rows": self.rows, "dropped": self.dropped},
+            "options": {
+                "sample_rate": self.options.sample_rate,
+                "target_false_alarms_per_100k": self.options.target_false_alarms_per_100k,
+                "reference_size": self.options.reference_size,
+                "window_rows": self.options.window_rows,
+                "per_detector_run_length": round(self._arl),
+            },
+            "reference": {
+                "features": sorted({f["reference_from"] for f in features.values()}),
+                "prediction": self.prediction_from if self.prediction else "collecting",
+                "latency_and_errors": "first_requests" if self.health else "collecting",
+            },
+            "features": features,
+            "prediction": {
+                "reference_from": self.prediction_from if self.prediction else "collecting",
+                "reference": {
+                    "score": None if self.score_ref is None else self.score_ref.to_json(),
+                    "class_shares": self.class_shares,
+                },
+                "current": None if self.score_window is None else self.score_window.to_json(),
+                "detectors": detectors(self.prediction),
+            },
+            "latency": {
+                "reference": None
+                if self.latency_ref is None
+                else {
+                    "median_s": round(float(np.exp(self.latency_ref.quantiles["0.5"])), 6),
+                    "p99_s": round(self.tail_s, 6),
+                },
+                "detectors": detectors(self.health[:2]),
+            },
+            "errors": {
+                "reference_rate": self.error_rate if self.health else None,
+                "detectors": detectors(self.health[2:]),
+            },
+        }
