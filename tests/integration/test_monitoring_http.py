@@ -1,0 +1,112 @@
+"""Monitoring end to end through HTTP: stable traffic stays quiet, a shifted feature is caught and shown.
+
+Traffic is a seeded bootstrap of the sample the ``clf`` model was trained on (its manifest's reference
+profile comes from the same sample); many rows go in each request to keep the test fast. The test waits
+for the monitor's background task with a bounded loop on what the monitoring endpoint reports.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.integration
+
+FEATURES = ["f0", "f1", "f2", "f3"]
+SHIFTED = "f2"
+#: S1: a +1 sigma shift is caught within this many rows.
+S1_BOUND = 2000
+
+
+def infer(gateway: Any, x: np.ndarray) -> None:
+    body = {
+        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP32", "data": x.ravel().tolist()}]
+    }
+    r = gateway.client.post("/v2/models/clf/infer", json=body)
+    assert r.status_code == 200, r.text
+
+
+def monitoring_after(gateway: Any, rows: int, timeout_s: float = 30.0) -> dict[str, Any]:
+    """The monitoring body once the monitor has taken ``rows`` rows in (bounded wait)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        r = gateway.client.get("/v2/models/clf/versions/1/monitoring")
+        assert r.status_code == 200, r.text
+        body: dict[str, Any] = r.json()
+        if body["observed"]["rows"] >= rows and body["pending"] == 0:
+            return body
+        assert time.monotonic() < deadline, f"monitor saw {body['observed']} of {rows} rows"
+        time.sleep(0.05)  # polling interval; the condition above is what synchronises
+
+
+def drift_alarms(metrics_text: str) -> dict[str, float]:
+    found: dict[str, float] = {}
+    for m in re.finditer(r"^sluice_drift_alarms_total\{([^}]*)\} (\S+)$", metrics_text, re.M):
+        labels = dict(re.findall(r'(\w+)="([^"]*)"', m.group(1)))
+        if labels["model"] == "clf":
+            found[labels["feature"]] = found.get(labels["feature"], 0.0) + float(m.group(2))
+    return found
+
+
+def test_stable_then_shifted_feature(make_server: Any, repository: Any, fitted: dict[str, Any]) -> None:
+    # A family-wise budget of 1 false alarm per 100k rows (default 10) so 6,000 stable rows stay quiet.
+    (repository / "clf" / "config.yaml").write_text("monitoring: {target_false_alarms_per_100k: 1}\n")
+    gateway = make_server()
+    _, sample = fitted["clf"]
+    rng = np.random.default_rng(42)
+
+    stable_rows = 6000
+    for _ in range(stable_rows // 500):
+        infer(gateway, sample[rng.integers(0, len(sample), 500)])
+    body = monitoring_after(gateway, stable_rows)
+    assert body["watched"] is True
+    assert body["reference"]["features"] == ["profile"] and body["reference"]["prediction"] == "profile"
+    assert body["options"]["target_false_alarms_per_100k"] == 1.0
+    for name in FEATURES:
+        feature = body["features"][name]
+        assert feature["alarms"] == 0 and feature["drift"] is False, (name, feature["detectors"])
+        assert feature["current"]["closed"] == stable_rows // 1000
+        assert feature["current"]["last"]["psi"] < 0.25
+    assert all(d["alarms"] == 0 for d in body["prediction"]["detectors"])
+    assert body["incidents"] == []
+    assert drift_alarms(gateway.client.get("/metrics").text) == {}
+
+    # Shift one feature by +1 reference standard deviation, 100 rows per request.
+    std = body["features"][SHIFTED]["reference"]["std"]
+    column = FEATURES.index(SHIFTED)
+    for _ in range(S1_BOUND // 100):
+        x = sample[rng.integers(0, len(sample), 100)].copy()
+        x[:, column] += std
+        infer(gateway, x)
+    body = monitoring_after(gateway, stable_rows + S1_BOUND)
+
+    shifted = body["features"][SHIFTED]
+    assert shifted["drift"] is True
+    mean = next(d for d in shifted["detectors"] if d["signal"] == "mean")
+    assert mean["alarms"] >= 1
+    first = min(a["sample"] for a in mean["last_alarms"])
+    assert 0 <= first - stable_rows < S1_BOUND
+    for name in set(FEATURES) - {SHIFTED}:
+        assert body["features"][name]["alarms"] == 0, name
+        assert body["features"][name]["drift"] is False
+    incidents = [i for i in body["incidents"] if i["kind"] == "drift"]
+    assert [i["subject"] for i in incidents] == [SHIFTED]
+    assert incidents[0]["state"] == "open" and "mean" in incidents[0]["signals"]
+
+    text = gateway.client.get("/metrics").text
+    assert set(drift_alarms(text)) == {SHIFTED}
+    assert f'sluice_drift_status{{feature="{SHIFTED}",model="clf",version="1"}} 1.0' in text
+    assert 'sluice_monitoring_incidents_open{kind="drift",model="clf",version="1"} 1.0' in text
+
+
+def test_monitoring_endpoint_for_unknown_model_and_disabled_model(make_server: Any, repository: Any) -> None:
+    (repository / "reg" / "config.yaml").write_text("monitoring: {enabled: false}\n")
+    gateway = make_server()
+    r = gateway.client.get("/v2/models/nope/monitoring")
+    assert r.status_code == 404 and r.json()["code"] == "model_not_found"
+    r = gateway.client.get("/v2/models/reg/monitoring")
+    assert r.status_code == 200 and r.json() == {"model": "reg", "version": "1", "watched": False}
