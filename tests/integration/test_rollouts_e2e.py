@@ -1,0 +1,146 @@
+"""Progressive rollouts end to end: a real gateway, real HTTP load, the events log on disk."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from server.cli import main as sluice
+from tests.integration.rollout_helpers import (
+    AUTH,
+    TOKEN,
+    copy_version,
+    load,
+    make_failing_on_large_first_feature,
+    v2_row,
+    wait_for,
+)
+
+pytestmark = pytest.mark.integration
+
+ROLLOUT = """
+models:
+  clf:
+    rollout:
+      stable: 1
+      candidate: 2
+      steps: {steps}
+      analysis: {{interval: 0.2s, window: 1s, min_samples: 10, failure_limit: 2}}
+      gates:
+        - {{metric: error_rate, max: 0.05, max_increase_over_stable: 0.05}}
+        - {{metric: latency_p99_ms, max: 2000}}
+        - {{metric: drift, max_alarms: 0, dry_run: true}}
+"""
+TWO_STEPS = "[{weight: 20, for: 1s}, {weight: 50, for: 1s}]"
+
+
+def start(make_server: Any, repository: Path, tmp_path: Path, steps: str = TWO_STEPS) -> Any:
+    # One request per execution: a batch mixing a bad row with good ones would fail them all.
+    (repository / "clf" / "config.yaml").write_text("batching: {enabled: false}\n")
+    rollouts = tmp_path / "rollouts.yaml"
+    rollouts.write_text(ROLLOUT.format(steps=steps))
+    return make_server(rollout_file=rollouts, state_dir=tmp_path / "state", admin_token=TOKEN)
+
+
+def phase(server: Any) -> dict[str, Any]:
+    rollout: dict[str, Any] = server.client.get("/v2/rollouts/clf", headers=AUTH).json()["models"]["clf"][
+        "rollout"
+    ]
+    return rollout
+
+
+def events(tmp_path: Path) -> list[dict[str, Any]]:
+    lines = (tmp_path / "state" / "rollouts-events.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def test_a_candidate_failing_a_fifth_of_requests_is_rolled_back(
+    make_server: Any, repository: Path, tmp_path: Path, fitted: dict[str, Any]
+) -> None:
+    _, sample = fitted["clf"]
+    threshold = float(np.quantile(sample[:, 0], 0.8))
+    make_failing_on_large_first_feature(copy_version(repository, "clf", 1, 2), threshold)
+    server = start(make_server, repository, tmp_path)
+    with load(server.url, sample) as counts:
+        wait_for(lambda: phase(server)["phase"] == "failed", "the rollback")
+    assert counts.get("None:500", 0) > 0  # the candidate really failed requests under load
+    log = events(tmp_path)
+    assert [e["event"] for e in log][:2] == ["started", "step"]
+    rolled = log[-1]
+    assert rolled["event"] == "rolled_back" and "failure limit" in rolled["reason"]
+    gate = next(g for g in rolled["gates"] if g["metric"] == "error_rate")
+    assert gate["verdict"] == "fail" and 0.05 < gate["value"] < 0.6, gate
+    assert rolled["weight"] == 0 and "all traffic back to 1" in rolled["action"]
+    # Every unpinned request now goes to the stable version, and the metrics say so.
+    for row in sample[:20]:
+        r = server.client.post("/v2/models/clf/infer", json=v2_row(row))
+        assert r.status_code == 200 and r.headers["x-model-version"] == "1"
+    text = server.client.get("/metrics").text
+    assert 'sluice_rollout_weight_percent{model="clf",version="2"} 0.0' in text
+    assert 'sluice_rollout_phase{model="clf",phase="failed"} 1.0' in text
+    assert 'sluice_rollout_gate_results_total{metric="error_rate",model="clf",result="fail"}' in text
+
+
+def test_a_healthy_candidate_is_promoted(
+    make_server: Any, repository: Path, tmp_path: Path, fitted: dict[str, Any]
+) -> None:
+    _, sample = fitted["clf"]
+    copy_version(repository, "clf", 1, 2)
+    server = start(make_server, repository, tmp_path)
+    with load(server.url, sample) as counts:
+        wait_for(lambda: phase(server)["phase"] == "succeeded", "the promotion")
+    assert counts.get("2:200", 0) > 0 and not any(k.endswith(":500") for k in counts)
+    kinds = [e["event"] for e in events(tmp_path)]
+    assert kinds[:2] == ["started", "step"] and kinds[-1] == "succeeded" and kinds.count("step") == 2
+    assert "set stable: 2" in events(tmp_path)[-1]["action"]
+    r = server.client.post("/v2/models/clf/infer", json=v2_row(sample[0]))
+    assert (r.headers["x-model-version"], r.headers["x-route-reason"]) == ("2", "default")
+    assert (
+        server.client.post("/v2/models/clf/labels/stable/infer", json=v2_row(sample[0])).headers[
+            "x-model-version"
+        ]
+        == "2"
+    )
+
+
+def test_a_restart_mid_rollout_resumes_the_same_step_and_the_cli_drives_it(
+    make_server: Any,
+    repository: Path,
+    tmp_path: Path,
+    fitted: dict[str, Any],
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    _, sample = fitted["clf"]
+    copy_version(repository, "clf", 1, 2)
+    steps = "[{weight: 20, for: 0.5s}, {pause: true}, {weight: 50, for: 30s}]"
+    first = start(make_server, repository, tmp_path, steps)
+    with load(first.url, sample):
+        wait_for(lambda: phase(first)["phase"] == "paused", "the pause step")
+    assert phase(first)["step"] == 1 and phase(first)["weight"] == 20
+    first.__exit__(None, None, None)
+
+    second = start(make_server, repository, tmp_path, steps)
+    state = phase(second)
+    assert (state["phase"], state["step"], state["weight"]) == ("paused", 1, 20)
+    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", TOKEN)
+    assert sluice(["rollout", "promote", "clf", "--url", second.url]) == 0
+    assert "clf: progressing at step 2, weight 50.0 %" in capsys.readouterr().out
+    assert sluice(["rollout", "pause", "clf", "--url", second.url]) == 0
+    assert sluice(["rollout", "resume", "clf", "--url", second.url]) == 0
+    assert sluice(["rollout", "promote", "clf", "--full", "--url", second.url]) == 0
+    assert "clf: succeeded" in capsys.readouterr().out.splitlines()[-1]
+    assert sluice(["rollout", "status", "clf", "--url", second.url]) == 0
+    assert json.loads(capsys.readouterr().out)["models"]["clf"]["weights"] == {"2": 100.0, "1": 0.0}
+    # A restart with the same file and artifacts never reruns the finished rollout.
+    second.__exit__(None, None, None)
+    third = start(make_server, repository, tmp_path, steps)
+    assert phase(third)["phase"] == "succeeded"
+    assert sum(e["event"] == "started" for e in events(tmp_path)) == 1
+    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", "wrong")
+    assert sluice(["rollout", "abort", "clf", "--url", third.url]) == 2
+    assert "401" in capsys.readouterr().err
