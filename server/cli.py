@@ -35,7 +35,8 @@ def serve(settings: Settings) -> None:
         log_level=settings.log_level,
         access_log=settings.access_log,
         lifespan="on",
-        timeout_graceful_shutdown=int(settings.drain_timeout_s) or None,
+        # uvicorn hands this to asyncio.wait_for, which takes fractional seconds (0: do not wait).
+        timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
         server_header=False,
     )
     uvicorn.Server(config).run()
