@@ -110,10 +110,9 @@ class Gateway:
         if self.monitor is not None:
             await self.monitor.start()
         await self.registry.scan()
-        # The drift gate reads monitoring's incidents when a monitor is there (duck-typed: DriftSource).
-        monitor = getattr(self, "monitor", None)
-        if monitor is not None and hasattr(monitor, "incidents"):
-            self.traffic.drift = monitor
+        # The rollout drift gate counts the monitor's incidents (server.gates.DriftSource); without a
+        # monitor it reports "insufficient: no monitor".
+        self.traffic.drift = self.monitor
         await self.traffic.start()
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.create_task(self._poll(), name="sluice-repository-poll")
