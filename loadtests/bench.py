@@ -494,6 +494,7 @@ class Bench:
         result.lines += [*_side_rows(measured), "", f"Ratio on / off: **{ratio:.2f}**", ""]
         result.lines.append(self.limits_line("logreg", (1,)))
         result.verdict = _verdict(ratio >= 0.90, f"{ratio:.2f}")
+        result.summary = f"{m_on.median('rps'):,.0f} vs {m_off.median('rps'):,.0f} req/s"
         return result
 
     def p6(self) -> Result:
