@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any
 
@@ -246,3 +247,13 @@ def test_durations() -> None:
     for bad in ("10", "1d", "", "m5"):
         with pytest.raises(ValueError, match="not a duration"):
             parse_duration(bad)
+
+
+def test_the_files_in_the_docs_are_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "rollouts.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    assert len(blocks) == 2
+    for i, block in enumerate(blocks):
+        path = tmp_path / f"{i}.yaml"
+        path.write_text(block)
+        assert lint(path, {"churn": [7, 8, 9]}) == [], block
