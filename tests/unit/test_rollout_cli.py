@@ -1,0 +1,60 @@
+"""``sluice rollout lint`` and ``plan``: offline, exit codes and what they print."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from server.cli import main
+
+FILE = """
+models:
+  churn:
+    rollout:
+      stable: 7
+      candidate: 8
+      steps: [{shadow: 100, for: 15m}, {weight: 5, for: 10m}, {pause: true}, {weight: 50, for: 15m}]
+      analysis: {interval: 30s, window: 2m, failure_limit: 3}
+      gates: [{metric: error_rate, max: 0.01}]
+"""
+
+
+def test_lint_exit_codes_and_messages(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    good = tmp_path / "good.yaml"
+    good.write_text(FILE)
+    assert main(["rollout", "lint", str(good)]) == 0
+    assert capsys.readouterr().out == f"{good}: ok\n"
+    repository = tmp_path / "models"
+    (repository / "churn" / "7").mkdir(parents=True)
+    assert main(["rollout", "lint", str(good), "--repository", str(repository)]) == 1
+    assert "models.churn.rollout.candidate: version 8 does not exist (known: 7)" in capsys.readouterr().out
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(FILE.replace("candidate: 8", "candidate: 7").replace("weight: 50", "weight: 1"))
+    assert main(["rollout", "lint", str(bad)]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert out == [
+        f"{bad}: models.churn.rollout: stable and candidate are both 7",
+        f"{bad}: models.churn.rollout.steps[3]: weight 1 is below the previous step's 5",
+    ]
+
+
+def test_plan_prints_the_schedule_its_minimum_and_the_time_to_roll_back(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "r.yaml"
+    path.write_text(FILE)
+    assert main(["rollout", "plan", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert "  0. shadow 100 %           >= 15m     from +0s" in out
+    assert "  2. pause until promoted   waits      from +25m" in out
+    assert "minimum duration: 40m plus 1 manual promote(s)" in out
+    assert "time to roll back: 1.5m after failures begin (3 failed evaluations x 30s)" in out
+
+
+def test_online_commands_need_the_token(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("SLUICE_ADMIN_TOKEN", raising=False)
+    assert main(["rollout", "status", "--url", "http://127.0.0.1:9"]) == 2
+    assert "SLUICE_ADMIN_TOKEN" in capsys.readouterr().err
