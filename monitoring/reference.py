@@ -38,6 +38,11 @@ class NumericReference:
             p = np.asarray(self.counts, dtype=np.float64)
             bins = np.asarray(rng.choice(len(p), n, p=p / p.sum()))
             out: np.ndarray = edges[bins] + rng.random(n) * (edges[bins + 1] - edges[bins])
+            # Spreading values uniformly inside bins shrinks the spread of discrete features (point masses
+            # at bin edges): match the profile's mean and std, which the live z-scores are taken against.
+            spread = float(out.std())
+            if spread > 0:
+                out = self.mean + (out - float(out.mean())) * (self.std / spread)
             return out
         points = sorted((float(q), v) for q, v in self.quantiles.items())
         return np.interp(rng.random(n), [p for p, _ in points], [v for _, v in points])
