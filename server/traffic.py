@@ -261,10 +261,8 @@ class Traffic:
         if entry.rollout is not None and (not weights or controller is not None):
             stable, candidate = entry.rollout.stable, entry.rollout.candidate
             share = controller.weight if controller is not None else 0.0
-            if (
-                controller is None
-                or (controller.phase not in ACTIVE
-                and controller.phase is not Phase.SUCCEEDED)
+            if controller is None or (
+                controller.phase not in ACTIVE and controller.phase is not Phase.SUCCEEDED
             ):
                 weights = weights or {stable: 100.0}
             else:
