@@ -26,6 +26,9 @@ import numpy as np
 PILOT_ARLS = (200.0, 2000.0)
 #: Alarms each pilot expects to see (the replay length is this times the pilot ARL).
 PILOT_ALARMS = 30
+#: Calibrate to this many times the target run length: replays from a profile's histogram have thinner
+#: tails than the data (values stop at the sample's min and max), and extrapolation is approximate.
+MARGIN = 2.0
 
 
 class Detector(Protocol):
@@ -136,7 +139,7 @@ def calibrate(
         h = max(h + math.log(pilot / arl) / theta, 0.0)
         n = int(pilot * PILOT_ALARMS)
         arl = n / max(count(h, draw(rng, n)), 0.5)
-    return h + math.log(target_arl / arl) / theta
+    return h + math.log(MARGIN * target_arl / arl) / theta
 
 
 @lru_cache(maxsize=256)
