@@ -23,7 +23,8 @@ from starlette.responses import Response
 from monitoring.metrics import Metrics
 from monitoring.monitor import Monitor
 from monitoring.version import Layout, WatchOptions
-from server.errors import OverloadedError, SluiceError
+from server.endpoint import InferenceEndpoint, error_response
+from server.errors import SluiceError
 from server.registry import CONFIG_FILE, ModelRegistry, ModelVersion
 from server.rollout_api import ROLLOUT_ROUTES
 from server.routes import ROUTES
@@ -141,10 +142,8 @@ class Gateway:
 
 
 def _render(exc: SluiceError) -> Response:
-    headers = None
-    if isinstance(exc, OverloadedError):
-        headers = {"retry-after": str(exc.retry_after_s)}
-    return Response(orjson.dumps(exc.to_json()), exc.status, headers=headers, media_type="application/json")
+    status, headers, body = error_response(exc)
+    return Response(body, status, headers={k.decode(): v.decode() for k, v in headers})
 
 
 async def _sluice_error(request: Request, exc: Exception) -> Response:
@@ -169,7 +168,8 @@ async def _unexpected(request: Request, exc: Exception) -> Response:
     )
 
 
-def create_app(settings: Settings) -> Starlette:
+def create_app(settings: Settings) -> InferenceEndpoint:
+    """The gateway's ASGI app: inference served raw by ``InferenceEndpoint``, the rest by Starlette."""
     gateway = Gateway(settings)
 
     @contextlib.asynccontextmanager
@@ -190,4 +190,4 @@ def create_app(settings: Settings) -> Starlette:
         },
     )
     app.state.gateway = gateway
-    return app
+    return InferenceEndpoint(app, gateway)

@@ -1,15 +1,13 @@
-"""HTTP endpoints: the Open Inference Protocol v2 REST surface, v1 ``:predict``, admin and ``/metrics``.
+"""HTTP endpoints other than inference: health, metadata, config, repository, admin and ``/metrics``.
 
-Endpoints stay thin: read the body (bounded), decode against the chosen version's signature, hand over
-to the inference service, encode. Every failure is a ``SluiceError``; the app's handler renders it.
+Inference itself is raw ASGI in ``server.endpoint``, in front of these Starlette routes. Every failure is
+a ``SluiceError``; the app's handler renders it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-import time
-from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
 import orjson
@@ -19,23 +17,17 @@ from starlette.routing import Route
 
 from monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from server import __version__
-from server.codecs import decode_v1, decode_v2, decompress, encode_v1, encode_v2
 from server.datatypes import triton_type
 from server.errors import (
-    BadRequestError,
-    BodyTooLargeError,
-    ClientDisconnectedError,
     ForbiddenError,
     NotFoundError,
     SluiceError,
     UnauthorizedError,
-    UnsupportedMediaError,
 )
 
 if TYPE_CHECKING:
     from server.app import Gateway
     from server.registry import ModelVersion
-    from server.service import Outputs
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 
@@ -52,75 +44,6 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 def _gateway(request: Request) -> Gateway:
     gateway: Gateway = request.app.state.gateway
     return gateway
-
-
-async def read_body(request: Request, limit: int) -> bytes:
-    """The request body, refusing more than ``limit`` bytes before and while reading it."""
-    declared = request.headers.get("content-length")
-    if declared is not None:
-        if not declared.isdigit():
-            raise BadRequestError(f"invalid Content-Length header {declared!r}")
-        if int(declared) > limit:
-            raise BodyTooLargeError(f"request body of {declared} bytes is over the limit of {limit}")
-    media_type = request.headers.get("content-type", "").split(";", 1)[0].strip().lower()
-    if media_type not in _READABLE_TYPES:
-        raise UnsupportedMediaError(
-            f"content type {media_type!r} is not readable here: send application/json, or "
-            "application/octet-stream with Inference-Header-Content-Length for binary tensors"
-        )
-    chunks = []
-    size = 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError(f"request body is over the limit of {limit} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
-def _header_length(request: Request) -> int | None:
-    raw = request.headers.get("inference-header-content-length")
-    if raw is None:
-        return None
-    try:
-        return int(raw)
-    except ValueError:
-        raise BadRequestError(f"Inference-Header-Content-Length {raw!r} is not an integer") from None
-
-
-async def _decoded_body(request: Request, gateway: Gateway) -> bytes:
-    limit = gateway.settings.max_body_bytes
-    body = await read_body(request, limit)
-    return decompress(body, request.headers.get("content-encoding"), max_bytes=limit)
-
-
-async def run_until_disconnect(request: Request, work: Coroutine[Any, Any, Outputs]) -> Outputs:
-    """Await ``work``, cancelling it if the client disconnects first (a queued request then leaves its queue).
-
-    Once the body is read, the next ASGI message can only be ``http.disconnect``; one watcher task per
-    request waits for it.
-    """
-    task = asyncio.current_task()
-    assert task is not None
-    gone = False
-
-    async def watch() -> None:
-        nonlocal gone
-        message = await request.receive()
-        if message["type"] == "http.disconnect":
-            gone = True
-            task.cancel()
-
-    watcher = asyncio.ensure_future(watch())
-    try:
-        return await work
-    except asyncio.CancelledError:
-        if not gone:
-            raise
-        task.uncancel()
-        raise ClientDisconnectedError("the client disconnected before the answer was ready") from None
-    finally:
-        watcher.cancel()
 
 
 # ----- health and metadata ----------------------------------------------------------------------
@@ -216,66 +139,6 @@ async def repository_index(request: Request) -> Response:
     return json_response(_gateway(request).registry.index())
 
 
-# ----- inference --------------------------------------------------------------------------------
-
-
-async def infer_v2(request: Request) -> Response:
-    gateway = _gateway(request)
-    started = time.perf_counter()
-    mv = None
-    reason = "default"
-    try:
-        mv, reason = _resolve(request, route=True)
-        body = await _decoded_body(request, gateway)
-        decoded = decode_v2(
-            body,
-            header_length=_header_length(request),
-            signature=mv.inputs,
-            max_elements=gateway.settings.max_elements,
-            allow_nan=mv.allow_nan,
-            output_names=mv.output_names,
-        )
-        outputs = await run_until_disconnect(request, gateway.service.run(mv, decoded))
-        payload, headers = encode_v2(
-            model_name=mv.model,
-            model_version=str(mv.version),
-            request=decoded,
-            outputs=outputs,
-            output_specs=mv.outputs,
-        )
-    except SluiceError as exc:
-        gateway.account(mv, exc.status, reason, started)
-        raise
-    gateway.account(mv, 200, reason, started, decoded.inputs, outputs)
-    headers["x-model-version"] = str(mv.version)
-    headers["x-route-reason"] = reason
-    return Response(payload, headers=headers)
-
-
-async def predict_v1(request: Request) -> Response:
-    gateway = _gateway(request)
-    started = time.perf_counter()
-    mv = None
-    reason = "default"
-    try:
-        mv, reason = _resolve(request, route=True)
-        body = await _decoded_body(request, gateway)
-        decoded = decode_v1(
-            body, signature=mv.inputs, max_elements=gateway.settings.max_elements, allow_nan=mv.allow_nan
-        )
-        outputs = await run_until_disconnect(request, gateway.service.run(mv, decoded))
-        payload = encode_v1(outputs, mv.outputs)
-    except SluiceError as exc:
-        gateway.account(mv, exc.status, reason, started)
-        raise
-    gateway.account(mv, 200, reason, started, decoded.inputs, outputs)
-    return Response(
-        payload,
-        media_type="application/json",
-        headers={"x-model-version": str(mv.version), "x-route-reason": reason},
-    )
-
-
 # ----- admin and metrics ------------------------------------------------------------------------
 
 
@@ -310,11 +173,8 @@ _MODEL = "/v2/models/{model}"
 _VERSION = "/v2/models/{model}/versions/{version}"
 _LABEL = "/v2/models/{model}/labels/{label}"
 
-# Starlette tries routes in order: the inference routes come first, they carry nearly all the traffic.
+# Inference (v2 .../infer, v1 ...:predict) is served by server.endpoint in front of these routes.
 ROUTES = [
-    Route(_MODEL + "/infer", infer_v2, methods=["POST"]),
-    Route(_VERSION + "/infer", infer_v2, methods=["POST"]),
-    Route(_LABEL + "/infer", infer_v2, methods=["POST"]),
     Route("/v2/health/live", live),
     Route("/v2/health/ready", ready),
     Route("/v2", server_metadata),
@@ -322,9 +182,6 @@ ROUTES = [
     Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
     Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
     Route("/metrics", metrics),
-    Route("/v1/models/{model}:predict", predict_v1, methods=["POST"]),
-    Route("/v1/models/{model}/versions/{version}:predict", predict_v1, methods=["POST"]),
-    Route("/v1/models/{model}/labels/{label}:predict", predict_v1, methods=["POST"]),
 ]
 for _base in (_MODEL, _VERSION, _LABEL):
     ROUTES += [

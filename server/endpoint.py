@@ -1,0 +1,258 @@
+"""The inference endpoints as raw ASGI, in front of the Starlette app that serves everything else.
+
+Inference carries nearly all of a gateway's traffic, and under load Starlette's layers (router matching,
+two exception middlewares, Request/Response objects, header and query wrappers) cost more than the
+codecs and the model together for a small tabular model. So ``InferenceEndpoint`` recognises
+
+    POST /v2/models/{m}[/versions/{v} | /labels/{l}]/infer
+    POST /v1/models/{m}[/versions/{v} | /labels/{l}]:predict
+
+by splitting the path, and serves them with plain ASGI messages; every other request (and the lifespan)
+goes to the wrapped app. Errors are rendered exactly as the app's handler renders them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Mapping
+from typing import TYPE_CHECKING, Any
+
+import orjson
+from starlette.datastructures import Headers, QueryParams
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from server.codecs import InferRequest, decode_v1, decode_v2, decompress, encode_v1, encode_v2
+from server.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    ClientDisconnectedError,
+    OverloadedError,
+    SluiceError,
+    UnsupportedMediaError,
+)
+
+if TYPE_CHECKING:
+    from server.app import Gateway
+    from server.registry import ModelVersion
+
+log = logging.getLogger("sluice.endpoint")
+
+# curl -d sends form-urlencoded and many clients send text/plain: both carry our JSON in practice.
+READABLE_TYPES = frozenset(
+    {"", "application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
+)
+_JSON = b"application/json"
+
+
+def parse_target(path: str) -> tuple[str, str, str | None, str | None] | None:
+    """``(protocol, model, version, label)`` for an inference path, else None."""
+    if path.startswith("/v2/models/") and path.endswith("/infer"):
+        protocol, parts = "v2", path[11:-6].split("/")
+    elif path.startswith("/v1/models/") and path.endswith(":predict"):
+        protocol, parts = "v1", path[11:-8].split("/")
+    else:
+        return None
+    if len(parts) == 1 and parts[0]:
+        return protocol, parts[0], None, None
+    if len(parts) == 3 and parts[0] and parts[2]:
+        if parts[1] == "versions":
+            return protocol, parts[0], parts[2], None
+        if parts[1] == "labels":
+            return protocol, parts[0], None, parts[2]
+    return None
+
+
+class _LazyQuery(Mapping[str, str]):
+    """The query string, parsed only if the router asks for a sticky key from it."""
+
+    def __init__(self, raw: bytes) -> None:
+        self._raw = raw
+        self._parsed: QueryParams | None = None
+
+    def _params(self) -> QueryParams:
+        if self._parsed is None:
+            self._parsed = QueryParams(self._raw)
+        return self._parsed
+
+    def __getitem__(self, key: str) -> str:
+        return self._params()[key]
+
+    def __iter__(self) -> Any:
+        return iter(self._params())
+
+    def __len__(self) -> int:
+        return len(self._params())
+
+
+async def read_body(headers: Headers, receive: Receive, limit: int) -> bytes:
+    """The request body, refusing more than ``limit`` bytes before and while reading it."""
+    declared = headers.get("content-length")
+    if declared is not None:
+        if not declared.isdigit():
+            raise BadRequestError(f"invalid Content-Length header {declared!r}")
+        if int(declared) > limit:
+            raise BodyTooLargeError(f"request body of {declared} bytes is over the limit of {limit}")
+    media_type = headers.get("content-type", "").split(";", 1)[0].strip().lower()
+    if media_type not in READABLE_TYPES:
+        raise UnsupportedMediaError(
+            f"content type {media_type!r} is not readable here: send application/json, or "
+            "application/octet-stream with Inference-Header-Content-Length for binary tensors"
+        )
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnectedError("the client disconnected while sending the body")
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLargeError(f"request body is over the limit of {limit} bytes")
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+def header_length(headers: Headers) -> int | None:
+    raw = headers.get("inference-header-content-length")
+    if raw is None:
+        return None
+    try:
+        return int(raw)
+    except ValueError:
+        raise BadRequestError(f"Inference-Header-Content-Length {raw!r} is not an integer") from None
+
+
+async def run_until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
+    """Await ``work``, cancelling it if the client disconnects first (a queued request leaves its queue).
+
+    Once the body is read, the next ASGI message can only be ``http.disconnect``; one watcher task per
+    request waits for it.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    gone = False
+
+    async def watch() -> None:
+        nonlocal gone
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            gone = True
+            task.cancel()
+
+    watcher = asyncio.ensure_future(watch())
+    try:
+        return await work
+    except asyncio.CancelledError:
+        if not gone:
+            raise
+        task.uncancel()
+        raise ClientDisconnectedError("the client disconnected before the answer was ready") from None
+    finally:
+        watcher.cancel()
+
+
+def error_response(exc: SluiceError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
+    """Status, headers and body of an error, as the Starlette app's handler renders them too."""
+    headers = [(b"content-type", _JSON)]
+    if isinstance(exc, OverloadedError):
+        headers.append((b"retry-after", str(exc.retry_after_s).encode()))
+    return exc.status, headers, orjson.dumps(exc.to_json())
+
+
+class InferenceEndpoint:
+    """ASGI app: inference requests served directly, everything else by ``app``."""
+
+    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+        self.app = app
+        self.gateway = gateway
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] == "POST":
+            target = parse_target(scope["path"])
+            if target is not None:
+                await self._infer(scope, receive, send, *target)
+                return
+        await self.app(scope, receive, send)
+
+    async def _infer(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        protocol: str,
+        model: str,
+        version: str | None,
+        label: str | None,
+    ) -> None:
+        gateway = self.gateway
+        started = time.perf_counter()
+        headers = Headers(scope=scope)
+        mv: ModelVersion | None = None
+        reason = "default"
+        try:
+            mv, reason = gateway.service.resolve(
+                model, version, label=label, headers=headers, query=_LazyQuery(scope["query_string"])
+            )
+            limit = gateway.settings.max_body_bytes
+            body = await read_body(headers, receive, limit)
+            body = decompress(body, headers.get("content-encoding"), max_bytes=limit)
+            decoded: InferRequest
+            if protocol == "v2":
+                decoded = decode_v2(
+                    body,
+                    header_length=header_length(headers),
+                    signature=mv.inputs,
+                    max_elements=gateway.settings.max_elements,
+                    allow_nan=mv.allow_nan,
+                    output_names=mv.output_names,
+                )
+            else:
+                decoded = decode_v1(
+                    body,
+                    signature=mv.inputs,
+                    max_elements=gateway.settings.max_elements,
+                    allow_nan=mv.allow_nan,
+                )
+            outputs = await run_until_disconnect(receive, gateway.service.run(mv, decoded))
+            if protocol == "v2":
+                payload, content = encode_v2(
+                    model_name=mv.model,
+                    model_version=str(mv.version),
+                    request=decoded,
+                    outputs=outputs,
+                    output_specs=mv.outputs,
+                )
+                response_headers = [(k.encode(), v.encode()) for k, v in content.items()]
+            else:
+                payload = encode_v1(outputs, mv.outputs)
+                response_headers = [(b"content-type", _JSON)]
+        except SluiceError as exc:
+            gateway.account(mv, exc.status, reason, started)
+            if exc.status >= 500:
+                log.error("POST %s: %s", scope["path"], exc.message, exc_info=exc.__cause__)
+            if isinstance(exc, ClientDisconnectedError):
+                return  # nobody is there to read an answer
+            status, response_headers, payload = error_response(exc)
+        except Exception:
+            gateway.account(mv, 500, reason, started)
+            log.exception("unexpected error on POST %s", scope["path"])
+            status, response_headers, payload = (
+                500,
+                [(b"content-type", _JSON)],
+                orjson.dumps({"error": "internal server error", "code": "internal"}),
+            )
+        else:
+            gateway.account(mv, 200, reason, started, decoded.inputs, outputs)
+            status = 200
+        if mv is not None:  # errors too: a failing canary names itself
+            response_headers += [
+                (b"x-model-version", str(mv.version).encode()),
+                (b"x-route-reason", reason.encode()),
+            ]
+        response_headers.append((b"content-length", str(len(payload)).encode()))
+        await send({"type": "http.response.start", "status": status, "headers": response_headers})
+        await send({"type": "http.response.body", "body": payload})
