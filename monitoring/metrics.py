@@ -5,14 +5,22 @@ Labels are bounded: ``model``, ``version``, ``outcome``, ``reason``, ``code``, a
 ids. Label children are cached: ``.labels()`` per request costs about 3 us, a cached child about 1 us.
 Requests for a model the registry does not know are counted without a model label, so a scanner cannot
 grow the series.
+
+Several worker processes (``sluice serve --workers N``) share one view through prometheus-client's
+multiprocess mode: the supervisor sets ``PROMETHEUS_MULTIPROC_DIR`` before the workers start, every value
+then lives in a memory-mapped file of that directory, and ``/metrics`` collects them all
+(``MultiProcessCollector``): counters and histograms are summed, each gauge aggregates as its
+``multiprocess_mode`` says (chosen per gauge below). Without the variable nothing changes.
 """
 
 from __future__ import annotations
 
 import contextlib
+import glob
+import os
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 LATENCY_BUCKETS = (
@@ -39,6 +47,33 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 OUTCOMES = {200: "ok", 429: "shed", 499: "disconnected", 503: "shed", 504: "timeout"}
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+#: Set by the ``--workers`` supervisor: where every worker's metric files live.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The shared metrics directory when this process is one of several workers, else ``None``."""
+    return os.environ.get(MULTIPROC_ENV) or None
+
+
+def forget_dead_workers(directory: str) -> list[int]:
+    """Drop the live-gauge files of workers that no longer run (a crashed one never cleans up itself).
+
+    Their counters and histograms stay: what they served was served. Returns the pids marked dead.
+    """
+    dead = set()
+    for path in glob.glob(os.path.join(directory, "gauge_live*_*.db")):
+        pid = int(path.rsplit("_", 1)[1].removesuffix(".db"))
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            dead.add(pid)
+        except PermissionError:  # alive, someone else's
+            pass
+    for pid in sorted(dead):
+        multiprocess.mark_process_dead(pid, directory)  # type: ignore[no-untyped-call]
+    return sorted(dead)
 
 
 def outcome_of(status: int) -> str:
@@ -92,11 +127,14 @@ class Metrics:
             "Rows waiting in the batch queue.",
             ["model", "version"],
             registry=r,
+            # Rows waiting in every live worker's queue: a sum (a dead worker's rows are gone).
+            multiprocess_mode="livesum",
         )
         self.in_flight = Gauge(
             "sluice_in_flight_requests",
             "Inference requests being served now.",
             registry=r,
+            multiprocess_mode="livesum",  # requests in flight across the live workers
         )
         self.shed = Counter(
             "sluice_shed_requests",
@@ -115,6 +153,9 @@ class Metrics:
             "1 while a model version is ready to serve.",
             ["model", "version"],
             registry=r,
+            # A request may land on any worker: ready only when every live worker that has loaded the
+            # version says so (the minimum), so one worker that unloaded it shows 0.
+            multiprocess_mode="livemin",
         )
         # ----- rollouts and shadows (server.traffic, server.shadowing) -----
         self.rollout_weight = Gauge(
@@ -122,15 +163,24 @@ class Metrics:
             "Percent of a model's routed traffic each version receives now.",
             ["model", "version"],
             registry=r,
+            # Weight, phase and step are decided by the one worker that owns the rollouts; the others copy
+            # its state file. The most recent write of a live worker is therefore the owner's latest
+            # decision (or a copy of it); "max" would keep a rolled-back candidate's old weight.
+            multiprocess_mode="livemostrecent",
         )
         self.rollout_phase = Gauge(
             "sluice_rollout_phase",
             "1 for a rollout's current phase (idle, shadowing, progressing, paused, succeeded, failed).",
             ["model", "phase"],
             registry=r,
+            multiprocess_mode="livemostrecent",  # as the weight
         )
         self.rollout_step = Gauge(
-            "sluice_rollout_step", "Index of a rollout's current step.", ["model"], registry=r
+            "sluice_rollout_step",
+            "Index of a rollout's current step.",
+            ["model"],
+            registry=r,
+            multiprocess_mode="livemostrecent",  # as the weight
         )
         self.rollout_gate = Counter(
             "sluice_rollout_gate_results",
@@ -143,6 +193,8 @@ class Metrics:
             "The candidate's value of each gate metric at the latest evaluation.",
             ["model", "metric"],
             registry=r,
+            # Only the rollout owner evaluates gates; after a takeover the new owner's value is the newest.
+            multiprocess_mode="livemostrecent",
         )
         self.rollout_config_rejected = Counter(
             "sluice_rollout_config_rejected",
@@ -180,6 +232,8 @@ class Metrics:
             "1 while a drift incident is open on an input feature.",
             ["model", "version", "feature"],
             registry=r,
+            # Each worker's detectors see their own share of traffic: open if any live worker's is.
+            multiprocess_mode="livemax",
         )
         self.prediction_alarms = Counter(
             "sluice_prediction_drift_alarms",
@@ -204,6 +258,8 @@ class Metrics:
             "Monitoring incidents open now, by kind.",
             ["model", "version", "kind"],
             registry=r,
+            # Incidents of independent per-worker detectors: the live workers' open incidents add up.
+            multiprocess_mode="livesum",
         )
         self.observations_dropped = Counter(
             "sluice_monitoring_observations_dropped",
@@ -212,6 +268,7 @@ class Metrics:
             registry=r,
         )
         self._children: dict[tuple[Any, ...], Any] = {}
+        self._shared: CollectorRegistry | None = None
 
     def child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -228,8 +285,11 @@ class Metrics:
     def forget(self, model: str, version: str) -> None:
         """Drop the per-version series of an unloaded version (its ready gauge goes to 0)."""
         self.child(self.version_ready, model, version).set(0)
-        with contextlib.suppress(KeyError):
-            self.queue_rows.remove(model, version)
+        if multiprocess_dir() is not None:  # series cannot be removed from the shared files
+            self.child(self.queue_rows, model, version).set(0)
+        else:
+            with contextlib.suppress(KeyError):
+                self.queue_rows.remove(model, version)
         self._children = {
             k: v
             for k, v in self._children.items()
@@ -237,4 +297,11 @@ class Metrics:
         }
 
     def exposition(self) -> bytes:
-        return generate_latest(self.registry)
+        """The text exposition: this registry, or every worker's files in multiprocess mode."""
+        directory = multiprocess_dir()
+        if directory is None:
+            return generate_latest(self.registry)
+        if self._shared is None:
+            self._shared = CollectorRegistry()
+            multiprocess.MultiProcessCollector(self._shared, path=directory)  # type: ignore[no-untyped-call]
+        return generate_latest(self._shared)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -20,7 +21,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitoring.metrics import Metrics
+from monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from monitoring.monitor import Monitor
 from monitoring.version import Layout, WatchOptions
 from server.endpoint import InferenceEndpoint, error_response
@@ -29,7 +30,7 @@ from server.registry import CONFIG_FILE, ModelRegistry, ModelVersion
 from server.rollout_api import ROLLOUT_ROUTES
 from server.routes import ROUTES
 from server.service import InferenceService
-from server.settings import ModelConfig, Settings
+from server.settings import WORKER_SETTINGS_ENV, ModelConfig, Settings, settings_from_json
 from server.traffic import Traffic
 
 log = logging.getLogger("sluice.app")
@@ -108,6 +109,11 @@ class Gateway:
             self.monitor.observe(mv.model, mv.version, inputs, outputs, seconds, status != 200)
 
     async def start(self) -> None:
+        shared = multiprocess_dir()
+        if shared is not None:
+            # A worker that crashed left its live gauges (in flight, queue rows...) behind: drop them.
+            for pid in forget_dead_workers(shared):
+                log.info("worker %d is gone: its live gauges are dropped from /metrics", pid)
         if self.monitor is not None:
             await self.monitor.start()
         await self.registry.scan()
@@ -139,6 +145,11 @@ class Gateway:
         await self.registry.close()
         if self.monitor is not None:
             await self.monitor.stop()
+        shared = multiprocess_dir()
+        if shared is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), shared)  # type: ignore[no-untyped-call]
 
 
 def _render(exc: SluiceError) -> Response:
@@ -191,3 +202,15 @@ def create_app(settings: Settings) -> InferenceEndpoint:
     )
     app.state.gateway = gateway
     return InferenceEndpoint(app, gateway)
+
+
+def create_app_from_environment() -> InferenceEndpoint:
+    """The app of one ``--workers`` worker (a uvicorn factory): settings from the supervisor's JSON."""
+    text = os.environ.get(WORKER_SETTINGS_ENV)
+    if not text:
+        raise RuntimeError(f"{WORKER_SETTINGS_ENV} is not set: start workers with `sluice serve --workers N`")
+    settings = settings_from_json(text)
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    return create_app(settings)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from server import __version__
 from server.errors import ConfigError
-from server.settings import Settings, load_settings
+from server.settings import WORKER_SETTINGS_ENV, Settings, load_settings, settings_json
 
 log = logging.getLogger("sluice")
 
@@ -23,6 +23,9 @@ def _configure_logging(level: str) -> None:
 
 def serve(settings: Settings) -> None:
     """Run the gateway with uvicorn until SIGINT/SIGTERM (graceful: in-flight requests finish)."""
+    if settings.workers > 1:
+        serve_workers(settings)
+        return
     import uvicorn
 
     from server.app import create_app
@@ -42,11 +45,48 @@ def serve(settings: Settings) -> None:
     uvicorn.Server(config).run()
 
 
+def serve_workers(settings: Settings) -> None:
+    """``settings.workers`` processes on one port under uvicorn's supervisor (it restarts dead ones).
+
+    Each worker builds its own app from the settings validated here (``WORKER_SETTINGS_ENV``); their
+    metrics share a fresh directory (prometheus-client multiprocess mode), removed on exit.
+    """
+    import shutil
+    import tempfile
+
+    import uvicorn
+
+    from monitoring.metrics import MULTIPROC_ENV
+
+    metrics_dir = tempfile.mkdtemp(prefix="sluice-metrics-")
+    os.environ[MULTIPROC_ENV] = metrics_dir
+    os.environ[WORKER_SETTINGS_ENV] = settings_json(settings)
+    log.info("%d workers, metrics shared in %s", settings.workers, metrics_dir)
+    try:
+        uvicorn.run(
+            "server.app:create_app_from_environment",
+            factory=True,
+            workers=settings.workers,
+            host=settings.host,
+            port=settings.port,
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            lifespan="on",
+            timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
+            server_header=False,
+        )
+    finally:
+        shutil.rmtree(metrics_dir, ignore_errors=True)
+
+
 def _serve_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", help="address to bind (default 127.0.0.1)")
     parser.add_argument("--port", type=int, help="port to bind (default 8000)")
     parser.add_argument("--config", type=Path, help="YAML settings file (see docs/configuration.md)")
     parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"])
+    parser.add_argument(
+        "--workers", type=int, help="worker processes sharing the port (default 1; docs/operations.md)"
+    )
 
 
 def _settings(args: argparse.Namespace, repository: Path | None) -> Settings:
@@ -56,6 +96,7 @@ def _settings(args: argparse.Namespace, repository: Path | None) -> Settings:
         host=args.host,
         port=args.port,
         log_level=args.log_level,
+        workers=getattr(args, "workers", None),
         rollout_file=getattr(args, "rollout", None),
     )
 

@@ -9,6 +9,7 @@ the environment alike. ``docs/configuration.md`` is generated from these classes
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from contextvars import ContextVar
@@ -30,6 +31,9 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from server.errors import ConfigError
 
 ENV_PREFIX = "SLUICE_"
+#: How ``sluice serve --workers N`` hands its validated settings (JSON) to the worker processes; outside
+#: the ``SLUICE_`` namespace on purpose, where unknown names are refused.
+WORKER_SETTINGS_ENV = "_SLUICE_WORKER_SETTINGS"
 
 
 class BatchingSettings(BaseModel):
@@ -112,6 +116,12 @@ class Settings(BaseSettings):
     repository: Path = Field(Path("models"), description="The model repository to serve.")
     host: str = Field("127.0.0.1", description="Address to bind.")
     port: int = Field(8000, ge=0, le=65535, description="Port to bind (0 picks a free one).")
+    workers: int = Field(
+        1,
+        ge=1,
+        description="Worker processes sharing the port (uvicorn's supervisor restarts dead ones); with more "
+        "than 1, /metrics aggregates every worker and one worker owns the rollouts (docs/operations.md).",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(False, description="Log every request (costs throughput).")
     max_body_bytes: int = Field(
@@ -202,6 +212,23 @@ def _check_environment(environ: dict[str, str]) -> None:
         field = key[len(ENV_PREFIX) :].split("__", 1)[0]
         if field not in known:
             raise ConfigError(f"unknown setting {key} in the environment (known: {', '.join(sorted(known))})")
+
+
+def settings_json(settings: Settings) -> str:
+    """``settings`` as JSON that ``settings_from_json`` reads back unchanged (secrets included)."""
+    data = settings.model_dump(mode="json")
+    if settings.admin_token is not None:
+        data["admin_token"] = settings.admin_token.get_secret_value()
+    return json.dumps(data)
+
+
+def settings_from_json(text: str) -> Settings:
+    """The settings a ``--workers`` supervisor validated, in a worker: no file, no further environment."""
+    token = _FILE_VALUES.set({})
+    try:
+        return Settings(**json.loads(text))
+    finally:
+        _FILE_VALUES.reset(token)
 
 
 def describe_validation_error(source: str, exc: ValidationError) -> str:
