@@ -44,6 +44,18 @@ class RolloutStore:
                 self._state = {}
         return self._state
 
+    def stat(self) -> tuple[int, int] | None:
+        """The state file's (mtime in ns, size), or ``None`` while there is none: changes when rewritten."""
+        try:
+            st = self.state_path.stat()
+        except OSError:
+            return None
+        return (st.st_mtime_ns, st.st_size)
+
+    def forget(self) -> None:
+        """Drop the cached state: the next ``load`` reads the file again (another process wrote it)."""
+        self._state = None
+
     def save(self, model: str, snapshot: dict[str, Any]) -> None:
         state = self.load()
         state[model] = snapshot

@@ -6,14 +6,22 @@ routing stays), keeps per-version gate windows fed by routed traffic, drives eac
 a lifespan task, persists state and events, and exports weights, phases and gate results.
 A version gets traffic only once it is READY (loaded and warmed by the registry): until then its share
 goes to the stable version and a rollout waits before its first step.
+
+With several workers (``workers > 1``) the rollouts have one owner: the worker holding an exclusive
+``flock`` on ``<state_dir>/controller.lock``. Only it evaluates gates and advances steps; the others
+(followers) rebuild their controllers from the state file whenever it changes and route with those
+weights, and retry the lock every ``CLAIM_S`` so a dead owner is replaced. An admin action answered by a
+follower is applied there and written to the state file, which the owner then reads back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import hashlib
 import logging
+import os
 import random
 import time
 from collections.abc import Callable, Mapping
@@ -36,6 +44,9 @@ log = logging.getLogger("sluice.rollout")
 #: Route reasons that are not a random sample of users: left out of gate statistics.
 UNSAMPLED = frozenset({"explicit", "label", "override"})
 TICK_S = 0.05
+#: How often a follower worker retries the rollout owner's lock.
+CLAIM_S = 1.0
+LOCK_FILE = "controller.lock"
 
 
 @dataclass
@@ -87,6 +98,12 @@ class Traffic:
         self._digests: dict[tuple[Path, int], str] = {}
         self._fingerprint: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
+        # Several workers: only the lock holder (the owner) drives rollouts; one process owns them alone.
+        self.shared = settings.workers > 1
+        self.owner = not self.shared
+        self._lock_fd: int | None = None
+        self._next_claim = -float("inf")
+        self._seen_state: tuple[int, int] | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------------
 
@@ -95,6 +112,9 @@ class Traffic:
         if self.path is None:
             return
         self._fingerprint = self._stat()
+        if self.shared:
+            self._claim()
+            self._seen_state = self.store.stat()
         self.apply(self._read())
         self.tick()
         self._task = asyncio.create_task(self._loop(), name="sluice-rollouts")
@@ -108,8 +128,48 @@ class Traffic:
             for mirror in plan.mirrors:
                 await mirror.stop()
         for plan in self.plans.values():
-            if plan.controller is not None:
-                self.store.save(plan.controller.model, plan.controller.snapshot())
+            if plan.controller is not None and self.owner:
+                self._save(plan.controller.model, plan.controller.snapshot())
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)  # releases the lock: another worker takes over
+            self._lock_fd = None
+            self.owner = False
+
+    # ----- one owner among workers ---------------------------------------------------------------
+
+    def _claim(self) -> None:
+        """Try to become the owner: an exclusive, non-blocking ``flock`` (released when this process dies)."""
+        now = time.monotonic()
+        if self.owner or now < self._next_claim:
+            return
+        self._next_claim = now + CLAIM_S
+        self.store.directory.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.store.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            return
+        self._lock_fd = fd
+        self._follow(force=True)  # carry on from the previous owner's last decisions
+        self.owner = True
+        log.info("worker %d owns the rollouts (%s)", os.getpid(), self.store.directory / LOCK_FILE)
+
+    def _follow(self, *, force: bool = False) -> None:
+        """Rebuild the controllers from the state file when another worker has rewritten it."""
+        seen = self.store.stat()
+        if seen == self._seen_state and not force:
+            return
+        self._seen_state = seen
+        self.store.forget()
+        for model, plan in self.plans.items():
+            if plan.entry.rollout is not None:
+                plan.controller = self._controller(model, plan, announce=False)
+
+    def _save(self, model: str, snapshot: dict[str, Any]) -> None:
+        self.store.save(model, snapshot)
+        if self.shared:
+            self._seen_state = self.store.stat()  # our own write: nothing to follow
 
     async def _loop(self) -> None:
         while True:
@@ -117,6 +177,9 @@ class Traffic:
             try:
                 if self._stat() != self._fingerprint:
                     self.reload()
+                if self.shared:
+                    self._claim()
+                    self._follow()
                 self.tick()
             except Exception:  # the loop must survive anything one tick does
                 log.exception("rollout tick failed")
@@ -194,7 +257,7 @@ class Traffic:
         return self._digests[key]
 
     def _controller(
-        self, model: str, plan: Plan, saved: dict[str, Any] | None = None
+        self, model: str, plan: Plan, saved: dict[str, Any] | None = None, *, announce: bool = True
     ) -> RolloutController | None:
         """The model's controller, restored from ``saved`` or the state file when it is the same rollout.
 
@@ -219,7 +282,7 @@ class Traffic:
         controller = RolloutController(
             model, spec, identity, clock=self._clock, analyze=analyzer, emit=self._emit, saved=saved
         )
-        if controller.phase is not Phase.IDLE:
+        if controller.phase is not Phase.IDLE and announce:
             log.info(
                 "%s: rollout %s resumes as %s at step %d", model, identity, controller.phase, controller.step
             )
@@ -234,13 +297,13 @@ class Traffic:
             if plan.entry.rollout is not None and plan.controller is None:
                 plan.controller = self._controller(model, plan)
             controller = plan.controller
-            if controller is None:
+            if controller is None or not self.owner:  # a follower routes by the owner's decisions
                 self._route(model, plan)
                 continue
             before = (controller.phase, controller.step, controller.last_eval)
             controller.tick()
             if (controller.phase, controller.step, controller.last_eval) != before:
-                self.store.save(model, controller.snapshot())
+                self._save(model, controller.snapshot())
                 if controller.last_eval != plan.last_eval:
                     plan.last_eval = controller.last_eval
                     for result in controller.results:
@@ -377,6 +440,6 @@ class Traffic:
             controller.promote(full=full)
         else:
             getattr(controller, action)()
-        self.store.save(model, controller.snapshot())
+        self._save(model, controller.snapshot())
         self._route(model, plan)
         return self.status(model)
