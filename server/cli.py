@@ -55,6 +55,7 @@ def serve_workers(settings: Settings) -> None:
     import tempfile
 
     import uvicorn
+    from uvicorn.supervisors import Multiprocess
 
     from monitoring.metrics import MULTIPROC_ENV
 
@@ -63,7 +64,7 @@ def serve_workers(settings: Settings) -> None:
     os.environ[WORKER_SETTINGS_ENV] = settings_json(settings)
     log.info("%d workers, metrics shared in %s", settings.workers, metrics_dir)
     try:
-        uvicorn.run(
+        config = uvicorn.Config(
             "server.app:create_app_from_environment",
             factory=True,
             workers=settings.workers,
@@ -75,6 +76,12 @@ def serve_workers(settings: Settings) -> None:
             timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
             server_header=False,
         )
+        sock = config.bind_socket()
+        # Listen before the workers start (uvicorn.run leaves that to them): a connection made while the
+        # workers load their models, or while a dead one is replaced, waits in the backlog instead of
+        # being refused.
+        sock.listen(config.backlog)
+        Multiprocess(config, sockets=[sock]).run()
     finally:
         shutil.rmtree(metrics_dir, ignore_errors=True)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -10,6 +11,8 @@ import httpx
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
+from server.app import Gateway
+from server.settings import Settings, settings_from_json, settings_json
 from tests.integration.rollout_helpers import copy_version, wait_for
 from tests.integration.test_cli import sluice
 
@@ -60,10 +63,11 @@ def test_two_workers_one_metrics_view_sticky_routes_and_one_rollout_owner(
     with sluice(*args, env=env) as (proc, url, log):
         try:
             (metrics_dir,) = scratch.glob("sluice-metrics-*")
+            # The supervisor listens before its workers start: this waits in the backlog, never refused.
+            assert httpx.get(f"{url}/v2/health/ready", timeout=30).status_code == 200
+
             # Both workers must be up before counting: each one's live in-flight gauge file exists.
             wait_for(lambda: len(list(metrics_dir.glob("gauge_livesum_*.db"))) == 2, "two workers")
-            wait_for(lambda: httpx.get(f"{url}/v2/health/ready").status_code == 200, "ready")
-
             sent = 200
             for _ in range(sent):  # a fresh connection each: the kernel hands them to either worker
                 r = httpx.post(f"{url}/v2/models/clf/infer", json=ROW, headers={"connection": "close"})
@@ -113,3 +117,57 @@ def test_two_workers_one_metrics_view_sticky_routes_and_one_rollout_owner(
             proc.terminate()
             proc.wait(timeout=30)
     assert not metrics_dir.exists(), "the supervisor removes the metrics directory"
+
+
+def test_settings_reach_the_workers_unchanged(repository: Path) -> None:
+    settings = Settings(
+        repository=repository,
+        workers=3,
+        admin_token="s3cret",
+        batching={"max_batch_size": 8},
+        rollout_file=repository / "rollouts.yaml",
+    )
+    again = settings_from_json(settings_json(settings))
+    assert again == settings
+    assert again.admin_token is not None and again.admin_token.get_secret_value() == "s3cret"
+
+
+def test_a_follower_takes_over_when_the_owner_stops(repository: Path, tmp_path: Path) -> None:
+    """Two workers' gateways in one process (flock is per open file): one owner, then a takeover."""
+    copy_version(repository, "clf", 1, 2)
+    copy_version(repository, "reg", 1, 2)
+    rollouts = tmp_path / "rollouts.yaml"
+    rollouts.write_text(ROLLOUTS)
+    settings = Settings(
+        repository=repository,
+        rollout_file=rollouts,
+        state_dir=tmp_path / "state",
+        workers=2,
+        poll_interval_s=0,
+        monitoring={"enabled": False},
+    )
+
+    async def scenario() -> None:
+        first, second = Gateway(settings), Gateway(settings)
+        await first.start()
+        await second.start()
+        try:
+            assert first.traffic.owner and not second.traffic.owner
+            deadline = time.monotonic() + 10
+            while second.traffic.plans["reg"].weights != {1: 0.0, 2: 100.0}:
+                assert time.monotonic() < deadline, "the follower never followed"
+                await asyncio.sleep(0.05)
+            await first.stop()
+            deadline = time.monotonic() + 10
+            while not second.traffic.owner:
+                assert time.monotonic() < deadline, "nobody took over"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(0.3)  # the new owner ticks: it resumes, never restarts
+            assert second.traffic.plans["reg"].weights == {1: 0.0, 2: 100.0}
+        finally:
+            await second.stop()
+        lines = (tmp_path / "state" / "rollouts-events.jsonl").read_text().splitlines()
+        events = [json.loads(line) for line in lines]
+        assert [e["event"] for e in events if e["model"] == "reg"].count("started") == 1, events
+
+    asyncio.run(scenario())
