@@ -5,14 +5,16 @@ in memory; ``Analyzer`` turns the stable's and the candidate's windows into one 
 ``pass``, ``fail`` or ``insufficient`` (fewer than ``min_samples``: low traffic never silently passes).
 Only routed traffic feeds the windows: pinned versions, labels and overrides are not a random sample.
 Drift comes from the monitoring layer through ``DriftSource``; without one the drift gate is
-``insufficient: no monitor``.
+``insufficient: no monitor``. With ``analysis.source: prometheus`` the request figures (requests,
+errors, p99) come from ``figures`` (``server.prometheus_figures``) instead; a source that could not be
+read makes the error-rate and latency gates ``insufficient`` with its reason, never a pass.
 """
 
 from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
 import numpy as np
@@ -37,6 +39,13 @@ class Stats:
     latencies_s: tuple[float, ...] = ()
     compared: int = 0
     disagreements: int = 0
+    #: Where the request figures came from: ``inprocess`` (this process's window) or ``prometheus``.
+    source: str = "inprocess"
+    #: Set by an external source that already computed p99 and counted the successful requests.
+    p99_s: float | None = None
+    latency_samples: int | None = None
+    #: Why the request figures could not be read (the error-rate and latency gates are then insufficient).
+    unavailable: str = ""
 
     @property
     def error_rate(self) -> float:
@@ -44,7 +53,13 @@ class Stats:
 
     @property
     def p99_ms(self) -> float:
+        if self.p99_s is not None:
+            return self.p99_s * 1e3
         return float(np.percentile(self.latencies_s, 99)) * 1e3 if self.latencies_s else 0.0
+
+    @property
+    def latency_count(self) -> int:
+        return self.latency_samples if self.latency_samples is not None else len(self.latencies_s)
 
     @property
     def disagreement(self) -> float:
@@ -90,6 +105,7 @@ class GateResult:
     detail: str
     samples: int
     dry_run: bool = False
+    source: str = "inprocess"
 
     def to_json(self) -> dict[str, Any]:
         body = asdict(self)
@@ -104,8 +120,10 @@ def check(
 ) -> GateResult:
     """One gate's verdict on the candidate's (and the stable's) window."""
 
+    source = "inprocess" if gate.metric in ("drift", "shadow_disagreement") else candidate.source
+
     def result(verdict: str, value: float | None, base: float | None, detail: str, n: int) -> GateResult:
-        return GateResult(gate.metric, verdict, value, base, detail, n, gate.dry_run)
+        return GateResult(gate.metric, verdict, value, base, detail, n, gate.dry_run, source)
 
     if gate.metric == "drift":
         if drift is None:
@@ -121,12 +139,15 @@ def check(
         verdict = FAIL if value > gate.max else PASS
         return result(verdict, value, None, f"disagreement {value:.4f} (max {gate.max:g})", n)
     relative: float | None
+    problem = candidate.unavailable or stable.unavailable
+    if problem:
+        return result(INSUFFICIENT, None, None, f"insufficient: {problem}", 0)
     if gate.metric == "error_rate":
         n, value, base = candidate.requests, candidate.error_rate, stable.error_rate
         base_n, relative, name = stable.requests, gate.max_increase_over_stable, "error rate"
     else:
-        n, value, base = len(candidate.latencies_s), candidate.p99_ms, stable.p99_ms
-        base_n, relative, name = len(stable.latencies_s), gate.max_ratio_to_stable, "p99 latency ms"
+        n, value, base = candidate.latency_count, candidate.p99_ms, stable.p99_ms
+        base_n, relative, name = stable.latency_count, gate.max_ratio_to_stable, "p99 latency ms"
     limit = gate.max
     if n < min_samples:
         return result(INSUFFICIENT, value, base, f"{n} of {min_samples} candidate samples", n)
@@ -170,19 +191,29 @@ class Analyzer:
         drift: DriftSource | None = None,
         *,
         drift_clock: Callable[[float], float] = lambda now: now,
+        figures: Callable[[int], Stats] | None = None,
     ) -> None:
         self.model = model
         self.spec = spec
         self._window_of = window_of
         self._drift = drift
         self._drift_clock = drift_clock
+        self._figures = figures
 
     def __call__(self, now: float) -> list[GateResult]:
         a = self.spec.analysis
         candidate = self._window_of(self.spec.candidate).stats(now, a.window)
         stable = self._window_of(self.spec.stable).stats(now, a.window)
+        if self._figures is not None:  # requests, errors, latency from outside; shadow figures stay ours
+            candidate = _merged(self._figures(self.spec.candidate), candidate)
+            stable = _merged(self._figures(self.spec.stable), stable)
         alarms = None
         if self._drift is not None and any(g.metric == "drift" for g in self.spec.gates):
             since = self._drift_clock(now - a.window)
             alarms = self._drift.incidents(self.model, self.spec.candidate, since)
         return [check(g, candidate, stable, a.min_samples, alarms) for g in self.spec.gates]
+
+
+def _merged(external: Stats, local: Stats) -> Stats:
+    """``external``'s request figures with ``local``'s shadow comparisons."""
+    return replace(external, compared=local.compared, disagreements=local.disagreements)

@@ -12,6 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
@@ -126,14 +127,29 @@ class Step(_Strict):
         return "shadow" if self.shadow is not None else "weight" if self.weight is not None else "pause"
 
 
+class PrometheusSource(_Strict):
+    """Where the error-rate and latency gates read their figures when ``analysis.source: prometheus``."""
+
+    url: str
+    timeout: Duration = 5.0
+    #: Extra label matchers added to every query, e.g. ``job="sluice"`` (PromQL syntax, no braces).
+    selector: str = ""
+
+
 class Analysis(_Strict):
-    """How often gates are evaluated, over what trailing window, and what too little traffic means."""
+    """How often gates are evaluated, over what trailing window, and what too little traffic means.
+
+    ``source: prometheus`` reads request, error and latency figures from a Prometheus server (every
+    replica's traffic) instead of this process's windows; drift and shadow gates stay in-process.
+    """
 
     interval: Duration = 30.0
     window: Duration = 120.0
     min_samples: int = Field(100, ge=1)
     on_insufficient: Literal["hold", "pass", "fail"] = "hold"
     failure_limit: int = Field(3, ge=1)
+    source: Literal["inprocess", "prometheus"] = "inprocess"
+    prometheus: PrometheusSource | None = None
 
 
 class Gate(_Strict):
@@ -287,6 +303,7 @@ def _rollout_problems(where: str, spec: RolloutSpec) -> list[str]:
     a = spec.analysis
     if a.window < a.interval:
         out.append(f"{where}.analysis: window ({a.window:g}s) is shorter than interval ({a.interval:g}s)")
+    out += _source_problems(f"{where}.analysis", a)
     for i, gate in enumerate(spec.gates):
         at = f"{where}.gates[{i}]"
         if gate.metric not in _THRESHOLDS:
@@ -303,6 +320,26 @@ def _rollout_problems(where: str, spec: RolloutSpec) -> list[str]:
                 out.append(f"{at}: {key} does not apply to {gate.metric} (use {' or '.join(allowed)})")
         if not given:
             out.append(f"{at}: {gate.metric} needs a threshold ({' or '.join(allowed)})")
+    return out
+
+
+def _source_problems(where: str, a: Analysis) -> list[str]:
+    if a.source == "inprocess":
+        if a.prometheus is not None:
+            return [f"{where}.prometheus: given but source is inprocess (set source: prometheus)"]
+        return []
+    if a.prometheus is None:
+        return [f"{where}: source prometheus needs prometheus: {{url: http://...}}"]
+    url = urlsplit(a.prometheus.url)
+    out = []
+    if url.scheme not in ("http", "https") or not url.hostname:
+        out.append(f"{where}.prometheus.url: '{a.prometheus.url}' is not an http(s) URL with a host")
+    elif url.query or url.fragment:
+        out.append(f"{where}.prometheus.url: '{a.prometheus.url}' must not carry a query or fragment")
+    if a.prometheus.timeout <= 0:
+        out.append(f"{where}.prometheus.timeout: must be positive")
+    if "{" in a.prometheus.selector or "}" in a.prometheus.selector:
+        out.append(f'{where}.prometheus.selector: label matchers without braces, like job="sluice"')
     return out
 
 
