@@ -7,6 +7,7 @@ repository scan) has finished, so no test waits by sleeping.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -88,6 +89,17 @@ def slow_onnx() -> bytes:
     model = oh.make_model(graph, opset_imports=[oh.make_opsetid("", 17)])
     model.ir_version = 8
     return bytes(model.SerializeToString())
+
+
+@pytest.fixture(scope="session")
+def promtool() -> str:
+    """promtool's path; skipped only outside CI when absent (.ci/run installs it)."""
+    found = shutil.which("promtool")
+    if found is None:
+        if os.environ.get("CI"):
+            pytest.fail("promtool is not installed (Debian package prometheus); CI must run this check")
+        pytest.skip("promtool is not installed (apt-get install prometheus); CI runs this check")
+    return found
 
 
 @pytest.fixture(scope="session")

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import socket
 import subprocess
 import sys
@@ -260,24 +259,14 @@ def test_compose_grafana_provisioning_fits_the_dashboard() -> None:
 # ----- Prometheus (promtool) --------------------------------------------------------------------
 
 
-def promtool() -> str:
-    """promtool's path; skipped only outside CI when it is absent (CI installs it: .ci/run)."""
-    found = shutil.which("promtool")
-    if found is None:
-        if os.environ.get("CI"):
-            pytest.fail("promtool is not installed (Debian package prometheus); CI must run this check")
-        pytest.skip("promtool is not installed (apt-get install prometheus); CI runs this check")
-    return found
-
-
-def test_promtool_checks_the_prometheus_config() -> None:
+def test_promtool_checks_the_prometheus_config(promtool: str) -> None:
     result = subprocess.run(
-        [promtool(), "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True
+        [promtool, "check", "config", str(PROMETHEUS_CONFIG)], capture_output=True, text=True
     )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
+def test_every_dashboard_query_is_valid_promql(tmp_path: Path, promtool: str) -> None:
     """Each query becomes a recording rule (Grafana's variables filled in) that promtool parses."""
     rules = [
         {"record": f"sluice_dashboard:query_{i}", "expr": grafana_to_promql(expr)}
@@ -285,7 +274,7 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path) -> None:
     ]
     path = tmp_path / "dashboard-queries.yml"
     path.write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
-    result = subprocess.run([promtool(), "check", "rules", str(path)], capture_output=True, text=True)
+    result = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
     assert f"{len(rules)} rules found" in result.stdout
 
