@@ -7,6 +7,7 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from server import __version__
 from server.errors import ConfigError
@@ -31,18 +32,21 @@ def serve(settings: Settings) -> None:
     from server.app import create_app
 
     app = create_app(settings)
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        access_log=settings.access_log,
-        lifespan="on",
+    uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings))).run()
+
+
+def _uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What one worker and many share in their uvicorn configuration."""
+    return {
+        "host": settings.host,
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": settings.access_log,
+        "lifespan": "on",
         # uvicorn hands this to asyncio.wait_for, which takes fractional seconds (0: do not wait).
-        timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
-        server_header=False,
-    )
-    uvicorn.Server(config).run()
+        "timeout_graceful_shutdown": settings.drain_timeout_s,
+        "server_header": False,
+    }
 
 
 def serve_workers(settings: Settings) -> None:
@@ -68,13 +72,7 @@ def serve_workers(settings: Settings) -> None:
             "server.app:create_app_from_environment",
             factory=True,
             workers=settings.workers,
-            host=settings.host,
-            port=settings.port,
-            log_level=settings.log_level,
-            access_log=settings.access_log,
-            lifespan="on",
-            timeout_graceful_shutdown=settings.drain_timeout_s,  # type: ignore[arg-type]
-            server_header=False,
+            **_uvicorn_options(settings),
         )
         sock = config.bind_socket()
         # Listen before the workers start (uvicorn.run leaves that to them): a connection made while the
