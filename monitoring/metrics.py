@@ -196,6 +196,12 @@ class Metrics:
             # Only the rollout owner evaluates gates; after a takeover the new owner's value is the newest.
             multiprocess_mode="livemostrecent",
         )
+        self.rollout_prometheus_errors = Counter(
+            "sluice_rollout_prometheus_errors",
+            "Gate evaluations whose Prometheus figures could not be read (analysis.source: prometheus).",
+            ["model"],
+            registry=r,
+        )
         self.rollout_config_rejected = Counter(
             "sluice_rollout_config_rejected",
             "Rollouts files rejected on load or reload (the previous routing stayed).",

@@ -31,6 +31,7 @@ from typing import Any
 
 from server.errors import ConfigError, NotFoundError
 from server.gates import Analyzer, DriftSource, Window
+from server.prometheus_figures import PrometheusFigures
 from server.registry import ModelRegistry, ModelVersion
 from server.rollout import ACTIVE, Phase, RolloutController
 from server.rollout_file import ModelRollouts, RolloutFile, Shadow, read_rollouts
@@ -59,6 +60,7 @@ class Plan:
     mirrors: list[Mirror] = field(default_factory=list)
     rollout_mirror: Mirror | None = None
     controller: RolloutController | None = None
+    figures: PrometheusFigures | None = None
     waiting: str = ""
     last_eval: float = -float("inf")
 
@@ -180,6 +182,7 @@ class Traffic:
                 if self.shared:
                     self._claim()
                     self._follow()
+                await self._refresh_figures()
                 self.tick()
             except Exception:  # the loop must survive anything one tick does
                 log.exception("rollout tick failed")
@@ -278,7 +281,18 @@ class Traffic:
         )
         if saved is None or saved.get("identity") != identity:
             saved = self.store.load().get(model)
-        analyzer = Analyzer(model, spec, lambda v: self.window(model, v), self.drift)
+        plan.figures = None
+        if spec.analysis.source == "prometheus":
+            plan.figures = PrometheusFigures(
+                model, spec, on_error=lambda why: self._prometheus_failed(model, why)
+            )
+        analyzer = Analyzer(
+            model,
+            spec,
+            lambda v: self.window(model, v),
+            self.drift,
+            figures=plan.figures.stats if plan.figures is not None else None,
+        )
         controller = RolloutController(
             model, spec, identity, clock=self._clock, analyze=analyzer, emit=self._emit, saved=saved
         )
@@ -287,6 +301,23 @@ class Traffic:
                 "%s: rollout %s resumes as %s at step %d", model, identity, controller.phase, controller.step
             )
         return controller
+
+    def _prometheus_failed(self, model: str, why: str) -> None:
+        self.metrics.child(self.metrics.rollout_prometheus_errors, model).inc()
+        log.warning("%s: rollout gate figures from prometheus unavailable: %s", model, why)
+
+    async def _refresh_figures(self) -> None:
+        """Read Prometheus (in worker threads) for every rollout whose next evaluation is due."""
+        due = []
+        now = self._clock()
+        for plan in self.plans.values():
+            c, spec = plan.controller, plan.entry.rollout
+            if plan.figures is None or c is None or spec is None or not self.owner or not c.moving:
+                continue
+            if now - c.last_eval >= spec.analysis.interval:
+                due.append(plan.figures.refresh())
+        if due:
+            await asyncio.gather(*due)
 
     def _emit(self, event: dict[str, Any]) -> None:
         line = self.store.append(event)
