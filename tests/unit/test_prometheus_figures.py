@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import socket
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import yaml
 
 from server.errors import ConfigError
 from server.gates import FAIL, INSUFFICIENT, PASS, Analyzer, Window
 from server.prometheus_figures import PrometheusFigures
-from server.rollout_file import RolloutSpec, parse_rollouts
+from server.rollout_file import RolloutSpec, lint, parse_rollouts
 
 
 class FakePrometheus:
@@ -243,3 +246,16 @@ def test_lint_rules_of_the_prometheus_source(analysis: dict[str, Any], message: 
 )
 def test_loopback_and_remote_http_urls_are_valid(url: str) -> None:
     assert lint_messages({"source": "prometheus", "prometheus": {"url": url}}) == []
+
+
+def test_the_example_in_the_docs_is_valid(tmp_path: Path) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "rollouts.md").read_text()
+    section = text.split("## Gates fed by Prometheus", 1)[1]
+    block = re.search(r"```\n(models:.*?)```", section, re.S)
+    assert block is not None
+    path = tmp_path / "rollouts.yaml"
+    path.write_text(block.group(1))
+    assert lint(path, {"churn": [7, 8]}) == []
+    file = parse_rollouts(yaml.safe_load(block.group(1)))
+    rollout = file.models["churn"].rollout
+    assert rollout is not None and rollout.analysis.source == "prometheus"
