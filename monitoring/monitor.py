@@ -40,10 +40,15 @@ class Monitor:
         chunk_size: int = 256,
         resolve_after_s: float = 300.0,
         sweep_interval_s: float = 1.0,
+        cpu_share: float = 0.1,
+        max_queued_rows: int = 100_000,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.metrics = metrics
         self.queue_size = queue_size
+        self.cpu_share = cpu_share
+        self.max_queued_rows = max_queued_rows
+        self._queued_rows = 0
         self.chunk_size = chunk_size
         self.sweep_interval_s = sweep_interval_s
         self._clock = clock
@@ -98,11 +103,19 @@ class Monitor:
         rate = vm.options.sample_rate
         if rate < 1.0 and random.random() >= rate:
             return
-        try:
-            queue.put_nowait((vm, Observation(inputs, outputs, latency_s, error, self._clock())))
-        except asyncio.QueueFull:
+        rows = _rows(inputs)
+        # Bounded in rows as well as in observations: 10,000 requests of 1,000 rows each would be GBs.
+        if self._queued_rows + rows > self.max_queued_rows or queue.full():
             vm.dropped += 1
             self._dropped[(model, version)].inc()
+            return
+        self._queued_rows += rows
+        queue.put_nowait((vm, Observation(inputs, outputs, latency_s, error, self._clock())))
+
+    @property
+    def queued_rows(self) -> int:
+        """Input rows waiting for the background task."""
+        return self._queued_rows
 
     # ----- the background task ------------------------------------------------------------------
 
@@ -129,11 +142,18 @@ class Monitor:
             chunk = [first]
             while len(chunk) < self.chunk_size and not queue.empty():
                 chunk.append(queue.get_nowait())
+            self._queued_rows -= sum(_rows(obs.inputs) for _, obs in chunk)
+            started = time.perf_counter()
             try:
                 await asyncio.to_thread(self._process, chunk)
             except Exception:  # a bad observation must never stop monitoring
                 log.exception("monitoring failed on a chunk of %d observations", len(chunk))
             self._sweep()
+            if self.cpu_share < 1.0:
+                # The detectors hold the GIL while they run; resting in proportion keeps them to
+                # `cpu_share` of one core. What arrives meanwhile waits, or is dropped and counted.
+                busy = time.perf_counter() - started
+                await asyncio.sleep(busy * (1.0 - self.cpu_share) / self.cpu_share)
 
     def _sweep(self) -> None:
         with self._incidents_lock:
@@ -199,3 +219,11 @@ class Monitor:
         body["errors"]["anomaly"] = ("errors", "errors") in open_by_subject
         body["incidents"] = history
         return body
+
+
+def _rows(inputs: dict[str, Any] | None) -> int:
+    """Rows in one observation: the first dimension of its first input (1 without inputs)."""
+    if not inputs:
+        return 1
+    first = next(iter(inputs.values()))
+    return int(first.shape[0]) if getattr(first, "ndim", 0) else 1

@@ -48,7 +48,13 @@ class Gateway:
         self.service.traffic = self.traffic
         m = settings.monitoring
         self.monitor: Monitor | None = (
-            Monitor(self.metrics, queue_size=m.queue_size, resolve_after_s=m.resolve_after_s)
+            Monitor(
+                self.metrics,
+                queue_size=m.queue_size,
+                resolve_after_s=m.resolve_after_s,
+                cpu_share=m.cpu_share,
+                max_queued_rows=m.max_queued_rows,
+            )
             if m.enabled
             else None
         )

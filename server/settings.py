@@ -78,6 +78,16 @@ class MonitoringSettings(BaseModel):
     resolve_after_s: float = Field(
         300.0, gt=0, description="An incident resolves after this long without a new alarm."
     )
+    cpu_share: float = Field(
+        0.1,
+        gt=0,
+        le=1,
+        description="Most of one core the detectors may use; beyond it observations wait or are dropped "
+        "(counted in sluice_monitoring_observations_dropped_total).",
+    )
+    max_queued_rows: int = Field(
+        100_000, ge=1, description="Input rows waiting for the monitor; beyond it observations are dropped."
+    )
 
 
 class MonitoringConfig(BaseModel):

@@ -110,3 +110,17 @@ def test_monitoring_endpoint_for_unknown_model_and_disabled_model(make_server: A
     assert r.status_code == 404 and r.json()["code"] == "model_not_found"
     r = gateway.client.get("/v2/models/reg/monitoring")
     assert r.status_code == 200 and r.json() == {"model": "reg", "version": "1", "watched": False}
+
+
+def test_the_monitor_queue_is_bounded_in_rows(make_server: Any) -> None:
+    gateway = make_server(monitoring={"max_queued_rows": 3})
+    big = np.zeros((4, 4), np.float32)
+    r = gateway.client.post(
+        "/v2/models/clf/infer",
+        json={
+            "inputs": [{"name": "input", "shape": [4, 4], "datatype": "FP32", "data": big.ravel().tolist()}]
+        },
+    )
+    assert r.status_code == 200  # the request is served; only its observation is left out
+    dropped = 'sluice_monitoring_observations_dropped_total{model="clf",reason="queue_full",version="1"}'
+    assert f"{dropped} 1.0" in gateway.client.get("/metrics").text
