@@ -6,7 +6,7 @@ import hashlib
 import shutil
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -18,16 +18,12 @@ from onnx import TensorProto
 from onnx import helper as oh
 
 from server.manifest import Manifest
+from tests.integration.support import wait_for
+
+__all__ = ["AUTH", "TOKEN", "wait_for"]
 
 TOKEN = "s3cret-admin"
 AUTH = {"authorization": f"Bearer {TOKEN}"}
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 15) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.02)
 
 
 def copy_version(repository: Path, model: str, source: int, target: int) -> Path:

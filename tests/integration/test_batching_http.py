@@ -5,8 +5,6 @@ from __future__ import annotations
 import asyncio
 import json
 import threading
-import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,8 @@ import httpx
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+from tests.integration.support import metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -26,20 +26,6 @@ def slow_body(units: float, **parameters: Any) -> dict[str, Any]:
     if parameters:
         body["parameters"] = parameters
     return body
-
-
-def metric(server: Any, line_start: str) -> float:
-    for line in server.client.get("/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
-
-
-def wait_for(condition: Callable[[], bool], what: str, timeout_s: float = 20) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 def in_background(
@@ -125,7 +111,7 @@ def test_deadline_expires_in_the_queue_with_504(make_server: Any) -> None:
     server = make_server()
     first: dict[str, Any] = {}
     thread = in_background(server, slow_body(400), first)
-    wait_for(lambda: metric(server, "sluice_in_flight_requests") == 1, "the long request to start")
+    wait_for(lambda: metric(server, "sluice_in_flight_requests") == 1, "the long request to start", 20)
     r = server.client.post("/v2/models/slow/infer", json=slow_body(1, timeout=50_000))
     assert r.status_code == 504 and r.json()["code"] == "deadline_exceeded"
     thread.join()
@@ -138,7 +124,7 @@ def test_a_client_that_disconnects_leaves_the_queue(make_server: Any) -> None:
     first: dict[str, Any] = {}
     second: dict[str, Any] = {}
     thread = in_background(server, slow_body(400), first)
-    wait_for(lambda: metric(server, "sluice_in_flight_requests") == 1, "the long request to start")
+    wait_for(lambda: metric(server, "sluice_in_flight_requests") == 1, "the long request to start", 20)
     impatient = in_background(server, slow_body(400), second, timeout=0.2)
     impatient.join()
     assert isinstance(second.get("error"), httpx.TimeoutException)
@@ -147,6 +133,7 @@ def test_a_client_that_disconnects_leaves_the_queue(make_server: Any) -> None:
             metric(server, 'sluice_shed_requests_total{model="slow",reason="disconnected",version="1"}') == 1
         ),
         "the disconnect to be noticed",
+        20,
     )
     thread.join()
     assert first["response"].status_code == 200

@@ -8,7 +8,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -16,6 +15,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.integration.support import wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -74,10 +75,11 @@ def test_serve_answers_and_sigterm_drains_in_flight_requests(repository: Path) -
 
         caller = threading.Thread(target=slow_call)
         caller.start()
-        deadline = time.monotonic() + 20
-        while "sluice_in_flight_requests 1.0" not in httpx.get(f"{url}/metrics").text:
-            assert time.monotonic() < deadline, "the slow request never started"
-            time.sleep(0.01)
+        wait_for(
+            lambda: "sluice_in_flight_requests 1.0" in httpx.get(f"{url}/metrics").text,
+            "the slow request to start",
+            20,
+        )
         proc.send_signal(signal.SIGTERM)
         caller.join(timeout=60)
         assert result["response"].status_code == 200

@@ -12,6 +12,7 @@ import pytest
 
 from tests.conftest import slow_onnx
 from tests.integration.rollout_helpers import AUTH, TOKEN, copy_version, v2_row, wait_for
+from tests.integration.support import metric
 
 pytestmark = pytest.mark.integration
 
@@ -24,13 +25,6 @@ models:
       override: {header: x-model-version, allow: [1, 2]}
       sticky: {key: "query:user", salt: test}
 """
-
-
-def metric(server: Any, line_start: str) -> float:
-    for line in server.client.get("/metrics").text.splitlines():
-        if line.startswith(line_start):
-            return float(line.rsplit(" ", 1)[1])
-    return 0.0
 
 
 @pytest.fixture
