@@ -29,7 +29,7 @@ async def measure() -> dict[str, float]:
         [("label", "label"), ("probabilities", "probabilities")],
         [0, 1],
     )
-    monitor.watch("clf", 1, layout, None, WatchOptions())
+    await monitor.watch("clf", 1, layout, None, WatchOptions())
     await monitor.start()
     await monitor.stop()  # nothing drains: the queue only fills, as under a busy background task
     inputs = {"input": np.zeros((1, 4), np.float32)}

@@ -64,12 +64,20 @@ class Monitor:
 
     # ----- versions -----------------------------------------------------------------------------
 
-    def watch(
+    async def watch(
         self, model: str, version: int, layout: Layout, profile: dict[str, Any] | None, options: WatchOptions
     ) -> None:
-        """Start watching a version (calibration happens in the background, on its first chunk)."""
+        """Start watching a version, its detectors calibrated from its profile first.
+
+        Calibration replays the reference (about a second for 32 features) on a worker thread, before the
+        version takes traffic: done on the first chunk instead, it held the GIL while requests waited.
+        What the profile lacks (latency, errors, features without a profile) is calibrated later, from the
+        first requests, by the background task.
+        """
+        vm = VersionMonitor(model, version, layout, profile, options)
+        await asyncio.to_thread(vm.start)
         with self._lock:
-            self._versions[(model, version)] = VersionMonitor(model, version, layout, profile, options)
+            self._versions[(model, version)] = vm
         self._dropped[(model, version)] = self.metrics.child(
             self.metrics.observations_dropped, model, str(version), "queue_full"
         )

@@ -64,9 +64,9 @@ class Gateway:
     async def _attach(self, mv: ModelVersion) -> None:
         await self.service.attach(mv)
         if self.monitor is not None:
-            self._watch(self.monitor, mv)
+            await self._watch(self.monitor, mv)
 
-    def _watch(self, monitor: Monitor, mv: ModelVersion) -> None:
+    async def _watch(self, monitor: Monitor, mv: ModelVersion) -> None:
         try:
             config = ModelConfig.read(mv.path.parent / CONFIG_FILE).monitoring
         except SluiceError:  # the registry has logged it; watch with defaults
@@ -87,11 +87,14 @@ class Gateway:
             reference_size=config.reference_size,
             window_rows=config.window_rows,
         )
-        monitor.watch(mv.model, mv.version, layout, mv.manifest.profile, options)
+        await monitor.watch(mv.model, mv.version, layout, mv.manifest.profile, options)
 
     async def _detach(self, mv: ModelVersion) -> None:
-        await self.service.detach(mv)
-        if self.monitor is not None:
+        # A reloaded version retires its previous load after the new one took over: the version's series
+        # and monitor now belong to the new load and stay.
+        replaced = self.registry.serving(mv.model, mv.version) not in (None, mv)
+        await self.service.detach(mv, forget=not replaced)
+        if self.monitor is not None and not replaced:
             self.monitor.forget(mv.model, mv.version)
 
     def account(

@@ -183,6 +183,10 @@ class ModelRegistry:
     def versions(self, model: str) -> list[ModelVersion]:
         return [self._ready[model][v] for v in sorted(self._ready.get(model, {}))]
 
+    def serving(self, model: str, version: int) -> ModelVersion | None:
+        """The load of ``model``/``version`` that serves now, if any."""
+        return self._ready.get(model, {}).get(version)
+
     def labels(self, model: str) -> dict[str, int]:
         return dict(self._labels.get(model, {}))
 

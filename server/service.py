@@ -214,10 +214,12 @@ class InferenceService:
         log.info("%s/%d runs %s", mv.model, mv.version, describe)
         self.metrics.child(self.metrics.version_ready, mv.model, str(mv.version)).set(1)
 
-    async def detach(self, mv: ModelVersion) -> None:
+    async def detach(self, mv: ModelVersion, *, forget: bool = True) -> None:
+        """Stop a retired load's executor; ``forget`` its series unless a new load of it serves on."""
         if mv.executor is not None:
             await mv.executor.stop(self.settings.drain_timeout_s)
-        self.metrics.forget(mv.model, str(mv.version))
+        if forget:
+            self.metrics.forget(mv.model, str(mv.version))
 
 
 class BatchMetrics:

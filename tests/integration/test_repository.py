@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 from typing import Any
@@ -10,7 +11,7 @@ import numpy as np
 import pytest
 
 from converters import convert
-from tests.integration.support import wait_for
+from tests.integration.support import metric, wait_for
 
 pytestmark = pytest.mark.integration
 
@@ -70,6 +71,22 @@ def test_a_changed_file_that_fails_keeps_the_old_load(make_server: Any, reposito
     slot = states(server)[("reg", "1")]
     assert slot["state"] == "READY" and "reload failed" in slot["reason"]
     assert server.client.post("/v2/models/reg/infer", json=ROW).json() == before
+
+
+def test_a_changed_file_that_loads_replaces_the_old_load_and_keeps_its_series(
+    make_server: Any, repository: Path
+) -> None:
+    server = make_server(admin_token="t0ken")
+    assert server.client.post("/v2/models/reg/infer", json=ROW).status_code == 200
+    onnx = repository / "reg" / "1" / "model.onnx"
+    stat = onnx.stat()
+    os.utime(onnx, ns=(stat.st_atime_ns, stat.st_mtime_ns + 1_000_000_000))  # a new copy of the file
+    assert server.client.post("/v2/repository/models/reg/load", headers=ADMIN).status_code == 200
+    assert states(server)[("reg", "1")] == {"name": "reg", "version": "1", "state": "READY", "reason": ""}
+    assert server.client.post("/v2/models/reg/infer", json=ROW).status_code == 200
+    # The old load retired after the new one took over: the version is still ready and still watched.
+    assert metric(server, 'sluice_model_version_ready{model="reg",version="1"}') == 1
+    assert server.client.get("/v2/models/reg/versions/1/monitoring").json()["watched"] is True
 
 
 def test_a_bad_config_yaml_keeps_serving(make_server: Any, repository: Path) -> None:
