@@ -284,9 +284,17 @@ class Metrics:
         return found
 
     def observe_request(self, model: str, version: str, status: int, reason: str, seconds: float) -> None:
-        self.child(self.requests, model, version, outcome_of(status), reason).inc()
-        if status == 200:
-            self.child(self.request_seconds, model, version).observe(seconds)
+        # One look-up per request for both series (the key's shape keeps forget() dropping it).
+        key = ("request", model, version, status, reason)
+        pair = self._children.get(key)
+        if pair is None:
+            pair = self._children[key] = (
+                self.requests.labels(model, version, outcome_of(status), reason),
+                self.request_seconds.labels(model, version) if status == 200 else None,
+            )
+        pair[0].inc()
+        if pair[1] is not None:
+            pair[1].observe(seconds)
 
     def forget(self, model: str, version: str) -> None:
         """Drop the per-version series of an unloaded version (its ready gauge goes to 0)."""

@@ -198,6 +198,9 @@ class ModelRegistry:
 
     def resolve(self, model: str, version: str | None = None) -> ModelVersion:
         """The READY version a request names (a number or a label), or the model's default."""
+        ready = self._ready.get(model)
+        if version is None and ready and not self._labels.get(model):
+            return ready[max(ready)]  # the common case, without building the model list
         if model not in self.models():
             raise ModelNotFoundError(f"unknown model '{model}'", details={"models": self.models()})
         ready = self._ready.get(model, {})

@@ -36,8 +36,10 @@ Outputs = dict[str, np.ndarray]
 #: Batch sizes profiled at load (those above the version's max_batch_size are skipped).
 PROFILE_SIZES = (1, 8, 32, 128)
 
-#: An inline call slower than this moves its version to worker threads for good.
+#: Inline calls slower than this, ``INLINE_STRIKES`` in a row, move their version to worker threads for
+#: good. One slow call proves nothing on a shared machine (the process was descheduled, a GC ran).
 INLINE_LIMIT_S = 0.002
+INLINE_STRIKES = 3
 
 
 class DirectExecutor:
@@ -49,6 +51,7 @@ class DirectExecutor:
         self._run = run
         self._threads = threads
         self.inline = inline
+        self._strikes = 0
         self._pool = None if inline else ThreadPoolExecutor(threads, thread_name_prefix="sluice-run")
 
     async def start(self) -> None:
@@ -60,13 +63,19 @@ class DirectExecutor:
         if self._pool is None:
             started = time.perf_counter()
             outputs = self._run(inputs)
-            if time.perf_counter() - started > INLINE_LIMIT_S:
-                # The load-time profile was wrong for this input: stop blocking the event loop.
-                log.warning(
-                    "a call took over %.0f ms inline; running on threads from now on", INLINE_LIMIT_S * 1e3
-                )
-                self.inline = False
-                self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="sluice-run")
+            if time.perf_counter() - started <= INLINE_LIMIT_S:
+                self._strikes = 0
+            else:
+                self._strikes += 1
+                if self._strikes >= INLINE_STRIKES:
+                    # The load-time profile was wrong for these inputs: stop blocking the event loop.
+                    log.warning(
+                        "%d calls in a row took over %.0f ms inline; running on threads from now on",
+                        INLINE_STRIKES,
+                        INLINE_LIMIT_S * 1e3,
+                    )
+                    self.inline = False
+                    self._pool = ThreadPoolExecutor(self._threads, thread_name_prefix="sluice-run")
             return outputs
         loop = asyncio.get_running_loop()
         future = loop.run_in_executor(self._pool, self._run, inputs)
@@ -112,7 +121,8 @@ class InferenceService:
             return self.registry.resolve(model, str(named) if named is not None else label), "label"
         if traffic is not None:
             if headers is not None:
-                route = traffic.route(model, headers, query or {})
+                # `query or {}` would ask the lazy query string its length, i.e. parse it every request.
+                route = traffic.route(model, headers, query if query is not None else {})
                 if route is not None:
                     return self.registry.resolve(model, str(route.version)), route.reason
             stable = traffic.label(model, "stable")
