@@ -46,6 +46,7 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         # uvicorn hands this to asyncio.wait_for, which takes fractional seconds (0: do not wait).
         "timeout_graceful_shutdown": settings.drain_timeout_s,
         "server_header": False,
+        "proxy_headers": settings.proxy_headers,
     }
 
 

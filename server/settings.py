@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(False, description="Log every request (costs throughput).")
+    proxy_headers: bool = Field(
+        False,
+        description="Take the client address from X-Forwarded-For / X-Forwarded-Proto (uvicorn's "
+        "proxy_headers, trusting FORWARDED_ALLOW_IPS). Only the access log shows the client address; off "
+        "saves a middleware call per request.",
+    )
     max_body_bytes: int = Field(
         64 * 1024 * 1024, ge=1024, description="Largest request body, after decompression (413 beyond)."
     )
