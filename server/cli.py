@@ -112,6 +112,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     _configure_logging(settings.log_level)
     if not settings.repository.is_dir():
         raise ConfigError(f"model repository {settings.repository} is not a directory")
+    if settings.rollout_file is not None:
+        # Refuse a broken rollouts file here, with every problem in one line, rather than as a traceback
+        # from the app's start-up. Versions are checked when they load: the file may name one not built yet.
+        from server.rollout_file import read_rollouts
+
+        read_rollouts(settings.rollout_file)
     serve(settings)
     return 0
 

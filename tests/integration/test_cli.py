@@ -114,6 +114,38 @@ def test_serve_refuses_a_broken_config_with_the_key_name(tmp_path: Path, reposit
     assert "Traceback" not in proc.stderr
 
 
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("models:\n  clf:\n    routes: [oops\n", "not valid YAML"),
+        ("models:\n  clf:\n    weights: {1: 50}\n", "unknown key 'models.clf.weights'"),
+    ],
+)
+def test_serve_refuses_a_broken_rollouts_file(
+    tmp_path: Path, repository: Path, text: str, message: str
+) -> None:
+    rollouts = tmp_path / "rollouts.yaml"
+    rollouts.write_text(text)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "server.cli",
+            "serve",
+            "--repository",
+            str(repository),
+            "--rollout",
+            str(rollouts),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.startswith(f"sluice: {rollouts}") and message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
 def test_demo_builds_once_and_serves(tmp_path: Path) -> None:
     demo = tmp_path / "demo"
     with sluice("demo", "--repository", str(demo)) as (proc, url, log):
