@@ -134,6 +134,13 @@ class Settings(BaseSettings):
     )
     log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
     access_log: bool = Field(False, description="Log every request (costs throughput).")
+    compress_responses_from_bytes: int | None = Field(
+        4096,
+        ge=0,
+        description="Inference responses at least this large are gzip- or deflate-compressed (level 1) when "
+        "the client's Accept-Encoding asks for it, as tritonclient's response_compression_algorithm does; "
+        "null: never.",
+    )
     proxy_headers: bool = Field(
         False,
         description="Take the client address from X-Forwarded-For / X-Forwarded-Proto (uvicorn's "

@@ -36,6 +36,24 @@ def test_v2_json_infer(gateway: Any, fitted: dict[str, Any]) -> None:
     np.testing.assert_allclose(probabilities, model.predict_proba(x), atol=1e-5)
 
 
+def test_large_responses_are_compressed_when_the_client_asks(gateway: Any, fitted: dict[str, Any]) -> None:
+    _, sample = fitted["clf"]
+    big = v2_body(np.repeat(sample, 10, axis=0)[:500])
+    plain = gateway.client.post("/v2/models/clf/infer", json=big, headers={"accept-encoding": "identity"})
+    assert plain.status_code == 200 and "content-encoding" not in plain.headers
+    for encoding in ("gzip", "deflate"):
+        r = gateway.client.post("/v2/models/clf/infer", json=big, headers={"accept-encoding": encoding})
+        assert r.headers["content-encoding"] == encoding and r.headers["vary"] == "accept-encoding"
+        assert r.num_bytes_downloaded < len(plain.content) / 2  # what crossed the wire
+        assert r.json() == plain.json()  # httpx inflated it
+    refused = gateway.client.post("/v2/models/clf/infer", json=big, headers={"accept-encoding": "gzip;q=0"})
+    assert "content-encoding" not in refused.headers
+    small = gateway.client.post(
+        "/v2/models/clf/infer", json=v2_body(sample[:1]), headers={"accept-encoding": "gzip"}
+    )
+    assert "content-encoding" not in small.headers  # under compress_responses_from_bytes
+
+
 def test_nested_data_and_int_cast(gateway: Any, fitted: dict[str, Any]) -> None:
     model, _ = fitted["clf"]
     rows = [[1, 0, -1, 2], [0, 0, 0, 0]]

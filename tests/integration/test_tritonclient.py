@@ -81,6 +81,20 @@ def test_compressed_request_and_parameters(client: Any, fitted: dict[str, Any]) 
         np.testing.assert_array_equal(result.as_numpy("label"), model.predict(x))
 
 
+@pytest.mark.parametrize("binary", [False, True])
+def test_compressed_responses(client: Any, fitted: dict[str, Any], binary: bool) -> None:
+    model, sample = fitted["clf"]
+    x = np.repeat(sample, 40, axis=0)[:2000]  # a response of tens of kB, over the compression threshold
+    inp = triton.InferInput("input", list(x.shape), "FP32")
+    inp.set_data_from_numpy(x, binary_data=binary)
+    outputs = [triton.InferRequestedOutput(n, binary_data=binary) for n in ("label", "probabilities")]
+    for algorithm in ("gzip", "deflate"):
+        result = client.infer("clf", [inp], outputs=outputs, response_compression_algorithm=algorithm)
+        assert result.get_response()["model_name"] == "clf"
+        np.testing.assert_array_equal(result.as_numpy("label"), model.predict(x))
+        np.testing.assert_allclose(result.as_numpy("probabilities"), model.predict_proba(x), atol=1e-5)
+
+
 def test_errors_reach_the_client(client: Any) -> None:
     inp = triton.InferInput("input", [1, 3], "FP32")
     inp.set_data_from_numpy(np.zeros((1, 3), np.float32))

@@ -1,4 +1,4 @@
-"""Every monitoring module's docstring examples run (River style: the examples are tests)."""
+"""Every docstring example in monitoring/ and server/ runs (River style: the examples are tests)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,13 @@ import pkgutil
 import pytest
 
 import monitoring
+import server
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(monitoring.__path__, "monitoring."))
+MODULES = sorted(
+    m.name
+    for package in (monitoring, server)
+    for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
+)
 
 
 @pytest.mark.parametrize("name", MODULES)
