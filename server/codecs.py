@@ -10,12 +10,10 @@ encodings live in ``server.binary``, value conversion and casts in ``server.tens
 from __future__ import annotations
 
 import math
-import operator
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import numpy.typing as npt
 import orjson
 
@@ -28,22 +26,20 @@ from server.errors import (
     InvalidInputError,
 )
 from server.manifest import TensorSpec
-from server.tensors import cast, json_data, json_rows, json_values
+from server.tensors import cast, json_data, json_values
 
 __all__ = [
     "InferRequest",
     "RequestedOutput",
-    "decode_v1",
     "decode_v2",
     "decompress",
-    "encode_v1",
     "encode_v2",
 ]
 
 Array = npt.NDArray[Any]
 
 _JSON = {"content-type": "application/json"}
-_NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
+NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _NO_TRAILER = memoryview(b"")
 
 
@@ -87,11 +83,11 @@ def decode_v2(
         if header_length == 0:
             return _decode_raw(body, signature, max_elements, allow_nan)
         view = memoryview(body)
-        doc = _loads(view[:header_length])
+        doc = load_object(view[:header_length])
         trailer = view[header_length:]
         json_end = header_length
     else:
-        doc = _loads(body)
+        doc = load_object(body)
         trailer = _NO_TRAILER
         json_end = len(body)
 
@@ -161,7 +157,7 @@ def decode_v2(
     if len(arrays) != len(signature):
         missing = [s.name for s in signature if s.name not in arrays]
         raise InvalidInputError(
-            f"missing input {missing[0]!r}; model expects inputs: {_names(signature)}",
+            f"missing input {missing[0]!r}; model expects inputs: {quoted_names(signature)}",
             details={"missing": missing, "expected": [s.name for s in signature]},
         )
     if offset != len(trailer):
@@ -203,7 +199,7 @@ def encode_v2(
             if any(s.name == name for s in output_specs):
                 raise InternalError(f"the model produced no output {name!r}")
             raise InvalidInputError(
-                f"unknown output {name!r}; model has outputs: {_names(output_specs)}",
+                f"unknown output {name!r}; model has outputs: {quoted_names(output_specs)}",
                 details={"output": name},
             )
         try:
@@ -222,7 +218,7 @@ def encode_v2(
     if request.id:
         doc["id"] = request.id
     doc["outputs"] = entries
-    header = orjson.dumps(doc, option=_NUMPY_OPT)
+    header = orjson.dumps(doc, option=NUMPY_OPT)
     if not blobs:
         return header, dict(_JSON)
     return b"".join([header, *blobs]), {
@@ -231,89 +227,10 @@ def encode_v2(
     }
 
 
-def decode_v1(
-    body: bytes,
-    *,
-    signature: Sequence[TensorSpec],
-    max_elements: int = 16_777_216,
-    allow_nan: bool = False,
-) -> InferRequest:
-    """Decode a v1 ``{"instances": [...]}`` (or columnar ``{"inputs": ...}``) request."""
-    doc = _loads(body)
-    if "instances" in doc:
-        instances = doc["instances"]
-        if type(instances) is not list or not instances:
-            raise BadRequestError("'instances' must be a non-empty list")
-        if type(instances[0]) is dict:
-            columns = _columns_from_objects(instances, signature)
-        elif any(type(row) is dict for row in instances):
-            raise BadRequestError("'instances' mixes objects and rows")
-        elif len(signature) == 1:
-            columns = {signature[0].name: instances}
-        else:
-            raise InvalidInputError(
-                f"model has inputs {_names(signature)}: send instances as objects keyed by input name"
-            )
-    elif "inputs" in doc:
-        columns = _columns_from_inputs(doc["inputs"], signature)
-    else:
-        raise BadRequestError("v1 body needs 'instances' (or 'inputs')")
-
-    rows = len(next(iter(columns.values())))
-    maybe_bool = b"true" in body or b"false" in body
-    inputs: dict[str, Array] = {}
-    for spec in signature:
-        name = spec.name
-        column = columns[name]
-        if len(column) != rows:
-            raise InvalidInputError(f"input {name!r} has {len(column)} rows, expected {rows}")
-        fixed = spec.shape[1:]
-        if all(d >= 0 for d in fixed):
-            shape = (rows, *fixed)
-            count = math.prod(shape)
-            if count > max_elements:
-                raise BodyTooLargeError(f"input {name!r}: {count} elements exceed the limit {max_elements}")
-            arr = json_values(name, column, spec.datatype, maybe_bool, InvalidInputError)
-            if arr.size != count:
-                raise InvalidInputError(
-                    f"input {name!r}: instances hold {arr.size // rows} values per row, model expects shape "
-                    f"{list(spec.shape)}",
-                    details={"input": name, "expected": list(spec.shape)},
-                )
-            arr = arr.reshape(shape)
-        else:
-            arr = json_values(name, column, spec.datatype, maybe_bool, InvalidInputError)
-            if arr.size > max_elements:
-                raise BodyTooLargeError(
-                    f"input {name!r}: {arr.size} elements exceed the limit {max_elements}"
-                )
-            _check_shape(name, arr.shape, spec)
-        inputs[name] = cast(name, arr, spec.datatype, allow_nan)
-    return InferRequest(inputs=inputs, rows=rows)
-
-
-def _as_list(value: Any) -> list[Any]:
-    return value.tolist() if isinstance(value, np.ndarray) else list(value)
-
-
-def encode_v1(outputs: dict[str, Array], output_specs: Sequence[TensorSpec]) -> bytes:
-    """``{"predictions": [...]}``: per row, the row's value, or a dict when the model has several outputs."""
-    names = [s.name for s in output_specs if s.name in outputs] or list(outputs)
-    if len(names) == 1:
-        return orjson.dumps({"predictions": json_rows(outputs[names[0]])}, option=_NUMPY_OPT)
-    # Per-row dicts need Python values: orjson serialises numpy arrays, not numpy scalars.
-    columns = {name: _as_list(json_rows(outputs[name])) for name in names}
-    rows = len(columns[names[0]])
-    if any(len(c) != rows for c in columns.values()):
-        raise InternalError("the model's outputs disagree on the number of rows")
-    predictions = [{name: columns[name][i] for name in names} for i in range(rows)]
-    return orjson.dumps({"predictions": predictions}, option=_NUMPY_OPT)
-
-
 # -- request side -----------------------------------------------------------------------------------
 
 
-def _loads(data: bytes | memoryview) -> dict[str, Any]:
+def load_object(data: bytes | memoryview) -> dict[str, Any]:
     try:
         doc = orjson.loads(data)
     except orjson.JSONDecodeError as exc:
@@ -375,7 +292,7 @@ def _parse_input(
     spec = specs.get(name)
     if spec is None:
         raise InvalidInputError(
-            f"unknown input {name!r}; model expects inputs: {_names(specs.values())}",
+            f"unknown input {name!r}; model expects inputs: {quoted_names(specs.values())}",
             details={"input": name, "expected": list(specs)},
         )
     if datatype != spec.datatype and not can_cast(datatype, spec.datatype):
@@ -390,7 +307,7 @@ def _parse_input(
         or shape[1:] != expected[1:]
         or (shape and expected[0] != -1 and expected[0] != shape[0])
     ):
-        _check_shape(name, shape, spec)
+        check_shape(name, shape, spec)
     size = None
     params = item.get("parameters")
     if params is not None:
@@ -421,7 +338,7 @@ def _parse_input(
     return spec, datatype, shape, count, data, size
 
 
-def _check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
+def check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
     expected = spec.shape
     if len(shape) != len(expected) or any(e >= 0 and d != e for d, e in zip(shape, expected, strict=True)):
         raise InvalidInputError(
@@ -436,7 +353,7 @@ def _decode_raw(
     """Inference-Header-Content-Length 0: the body is one input's raw bytes and carries no shape."""
     if len(signature) != 1:
         raise BadRequestError(
-            f"a body without JSON header needs a single-input model; this one has {_names(signature)}"
+            f"a body without JSON header needs a single-input model; this one has {quoted_names(signature)}"
         )
     spec = signature[0]
     fixed = spec.shape[1:]
@@ -453,7 +370,7 @@ def _decode_raw(
         )
     rows = len(body) // row_bytes
     shape = (rows, *fixed)
-    _check_shape(spec.name, shape, spec)
+    check_shape(spec.name, shape, spec)
     if math.prod(shape) > max_elements:
         raise BodyTooLargeError(f"input {spec.name!r}: raw body exceeds the limit of {max_elements} elements")
     arr = cast(spec.name, read_fixed(memoryview(body), spec.datatype, shape), spec.datatype, allow_nan)
@@ -495,56 +412,7 @@ def _requested_outputs(
     return result
 
 
-def _columns_from_objects(instances: list[Any], signature: Sequence[TensorSpec]) -> dict[str, list[Any]]:
-    if any(type(row) is not dict for row in instances):
-        raise BadRequestError("'instances' mixes objects and rows")
-    spec = signature[0]
-    if len(signature) == 1 and spec.features and len(spec.shape) == 2:
-        keys, kind = spec.features, "feature"
-    else:
-        keys, kind = tuple(s.name for s in signature), "input"
-    wanted = set(keys)
-    for i, row in enumerate(instances):
-        if row.keys() != wanted:
-            missing = [k for k in keys if k not in row]
-            if missing:
-                raise InvalidInputError(
-                    f"instance {i} has no {kind} {missing[0]!r}; expected {', '.join(map(repr, keys))}",
-                    details={kind: missing[0], "row": i},
-                )
-            unknown = next(k for k in row if k not in wanted)
-            raise InvalidInputError(
-                f"instance {i} has unknown {kind} {unknown!r}; expected {', '.join(map(repr, keys))}",
-                details={kind: unknown, "row": i},
-            )
-    if kind == "feature":
-        # itemgetter lays a row out in feature order in C; one feature would come back unwrapped.
-        get = operator.itemgetter(*keys)
-        return {
-            spec.name: [get(row) for row in instances] if len(keys) > 1 else [[get(row)] for row in instances]
-        }
-    return {name: [row[name] for row in instances] for name in keys}
-
-
-def _columns_from_inputs(raw: Any, signature: Sequence[TensorSpec]) -> dict[str, list[Any]]:
-    """TF Serving's columnar form: a list for a single-input model, else an object keyed by input name."""
-    if type(raw) is list and raw and len(signature) == 1:
-        return {signature[0].name: raw}
-    if type(raw) is not dict:
-        raise BadRequestError("'inputs' must be a non-empty list (single-input model) or an object")
-    unknown = [k for k in raw if all(s.name != k for s in signature)]
-    missing = [s.name for s in signature if s.name not in raw]
-    if unknown or missing:
-        raise InvalidInputError(
-            f"{'unknown' if unknown else 'missing'} input {(unknown or missing)[0]!r}; "
-            f"model expects inputs: {_names(signature)}"
-        )
-    if any(type(v) is not list or not v for v in raw.values()):
-        raise BadRequestError("each column of 'inputs' must be a non-empty list")
-    return {s.name: raw[s.name] for s in signature}
-
-
-def _names(specs: Any) -> str:
+def quoted_names(specs: Any) -> str:
     return ", ".join(repr(s.name) for s in specs)
 
 

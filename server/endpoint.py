@@ -25,7 +25,7 @@ import orjson
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.codecs import InferRequest, decode_v1, decode_v2, decompress, encode_v1, encode_v2
+from server.codecs import InferRequest, decode_v2, decompress, encode_v2
 from server.errors import (
     BadRequestError,
     BodyTooLargeError,
@@ -34,6 +34,7 @@ from server.errors import (
     SluiceError,
     UnsupportedMediaError,
 )
+from server.v1 import decode_v1, encode_v1
 
 if TYPE_CHECKING:
     from server.app import Gateway

@@ -15,10 +15,8 @@ from tritonclient.http import InferenceServerClient, InferInput, InferRequestedO
 from server.codecs import (
     InferRequest,
     RequestedOutput,
-    decode_v1,
     decode_v2,
     decompress,
-    encode_v1,
     encode_v2,
 )
 from server.datatypes import NUMPY_DTYPES
@@ -31,6 +29,7 @@ from server.errors import (
     UnsupportedMediaError,
 )
 from server.manifest import TensorSpec
+from server.v1 import decode_v1, encode_v1
 
 FIXED = [
     "BOOL",
