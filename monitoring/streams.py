@@ -38,7 +38,7 @@ from monitoring.calibration import (
     replay_alarms,
     wald_theta,
 )
-from monitoring.cusum import CUSUM
+from monitoring.cusum import CUSUM, update_each
 from monitoring.reference import NumericReference
 
 Z_CLIP = 8.0
@@ -99,14 +99,13 @@ class Stream:
         self.alarms = 0
         self.last_alarms: deque[tuple[int, float]] = deque(maxlen=5)
 
-    def feed(self, values: list[Any], times: np.ndarray) -> list[Alarm]:
-        detector = self.detector
-        update = detector.update
-        hits = []
-        for i, x in enumerate(values):
-            update(x)
-            if detector.drift_detected:
-                hits.append(i)
+    def feed(self, values: np.ndarray, times: np.ndarray) -> list[Alarm]:
+        """Update the detector with ``values`` (1-D, one per element of ``times``): the alarms raised."""
+        update_many = getattr(self.detector, "update_many", None)
+        if update_many is not None:
+            hits = update_many(values).tolist()
+        else:  # River's PageHinkley: value by value
+            hits = update_each(self.detector, values.tolist()).tolist()
         found = []
         for i in hits:
             alarm = Alarm(self, self.samples + i, float(times[i]))

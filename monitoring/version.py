@@ -10,8 +10,9 @@ become the reference and the detectors start after them, which the snapshot says
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -37,6 +38,8 @@ from monitoring.windows import Window
 MAX_TRACKED_CATEGORIES = 10
 #: Features watched per version at most (metric labels stay bounded).
 MAX_FEATURES = 64
+
+_NO_OUTPUTS: dict[str, np.ndarray] = {}
 
 
 class Observation(NamedTuple):
@@ -123,6 +126,26 @@ class FeatureState:
     streams: list[Stream] = field(default_factory=list)
     window: Window | None = None
     categories: list[str] = field(default_factory=list)
+    #: Each known category's bin: its index in ``categories``, or ``len(categories)`` for the others.
+    bins: dict[str, int] = field(default_factory=dict)
+
+
+def _gather(chunk: Sequence[Observation], ats: np.ndarray, output: str) -> tuple[list[Any], np.ndarray]:
+    """The observations' arrays for ``output`` (where they have it) and the times (``ats``) they came at."""
+    got = [(o.outputs or _NO_OUTPUTS).get(output) for o in chunk]
+    has = [a is not None for a in got]
+    if all(has):
+        return got, ats
+    return [a for a in got if a is not None], ats[has]
+
+
+def _joined(arrays: list[Any], convert: Callable[[Any], np.ndarray]) -> np.ndarray:
+    """``convert`` (row by row) applied to the arrays joined: once for the chunk, not once per request."""
+    try:
+        joined = np.concatenate(arrays)
+    except (ValueError, TypeError):  # shapes or types that differ between requests
+        return np.concatenate([convert(a) for a in arrays])
+    return convert(joined)
 
 
 def _text(values: np.ndarray) -> np.ndarray:
@@ -221,6 +244,7 @@ class VersionMonitor:
         else:
             ranked = sorted(ref.shares.items(), key=lambda kv: -kv[1])[:MAX_TRACKED_CATEGORIES]
             state.categories = [c for c, _ in ranked]
+            state.bins = {c: len(ranked) for c in ref.shares} | {c: j for j, c in enumerate(state.categories)}
             state.streams = [
                 rate_stream("drift", name, "share", p, share_p1(p), self._arl, detail=c) for c, p in ranked
             ]
@@ -266,22 +290,27 @@ class VersionMonitor:
         served = [o for o in chunk if o.inputs is not None and not o.error]
         if not served:
             return alarms
+        inputs = [o.inputs for o in served if o.inputs is not None]
+        ats = np.asarray([o.at for o in served], dtype=np.float64)
         first = self.layout.features[0].input if self.layout.features else None
         columns: dict[str, np.ndarray] = {}
+        counts: list[int] | int = 1
         for source in {f.input for f in self.layout.features}:
             try:
-                columns[source] = np.concatenate([o.inputs[source] for o in served if o.inputs is not None])
+                arrays = [x[source] for x in inputs]
+                columns[source] = np.concatenate(arrays)
             except (KeyError, ValueError):
                 return alarms
-        counts = [len(o.inputs[first]) if (first and o.inputs) else 1 for o in served]
-        times = np.repeat(np.asarray([o.at for o in served]), counts)
+            if source == first:
+                counts = [len(a) for a in arrays]
+        times = np.repeat(ats, counts)
         self.rows += len(times)
         for state in self.features.values():
             src = state.source
             data = columns[src.input]
             values = data[:, src.column] if src.column is not None else data.reshape(len(times), -1)[:, 0]
             alarms += self._feed_feature(state, values, times)
-        alarms += self._feed_prediction(served)
+        alarms += self._feed_prediction(served, ats)
         return alarms
 
     def _collect(self, key: str, values: np.ndarray) -> np.ndarray | None:
@@ -314,42 +343,42 @@ class VersionMonitor:
             if not ok.all():
                 x, times = x[ok], times[ok]
             z = standardize(x, ref)
-            alarms += state.streams[0].feed(z.tolist(), times)
-            alarms += state.streams[1].feed((z * z).tolist(), times)
+            alarms += state.streams[0].feed(z, times)
+            alarms += state.streams[1].feed(z * z, times)
             if state.window is not None:
                 state.window.add_values(x)
             return alarms
-        text = _text(values)
-        bins = np.full(len(text), len(state.categories), dtype=np.int64)
-        for j, (category, stream) in enumerate(zip(state.categories, state.streams, strict=False)):
-            hit = text == category
-            bins[hit] = j
-            alarms += stream.feed(hit.tolist(), times)
-        unseen = ~np.isin(text, list(ref.shares))
-        alarms += state.streams[-1].feed(unseen.tolist(), times)
+        text = _text(values).tolist()
+        bins = np.fromiter(map(state.bins.get, text, repeat(-1)), np.int64, len(text))
+        unseen = bins < 0
+        bins[unseen] = len(state.categories)
+        for j, stream in enumerate(state.streams[: len(state.categories)]):
+            alarms += stream.feed(bins == j, times)
+        alarms += state.streams[-1].feed(unseen, times)
         if state.window is not None:
             state.window.add_bins(bins)
         return alarms
 
-    def _feed_prediction(self, served: Sequence[Observation]) -> list[Alarm]:
+    def _feed_prediction(self, served: Sequence[Observation], served_at: np.ndarray) -> list[Alarm]:
         lay = self.layout
-        scores: list[np.ndarray] = []
-        labels: list[np.ndarray] = []
-        score_at: list[np.ndarray] = []
-        label_at: list[np.ndarray] = []
-        for o in served:
-            out = o.outputs or {}
-            if lay.score_output in out:
-                s = np.asarray(out[lay.score_output], dtype=np.float64)
-                if lay.score_is_probability and s.ndim == 2:
-                    s = s[:, -1] if s.shape[1] <= 2 else s.max(axis=1)
-                scores.append(s.reshape(len(s), -1)[:, 0])
-                score_at.append(np.full(len(s), o.at))
-            if lay.label_output in out:
-                labels.append(_text(np.asarray(out[lay.label_output])))
-                label_at.append(np.full(len(labels[-1]), o.at))
-        score = np.concatenate(scores) if scores else None
-        label = np.concatenate(labels) if labels else None
+        score: np.ndarray | None = None
+        label: np.ndarray | None = None
+        score_at = label_at = np.empty(0)
+        if lay.score_output is not None:
+            arrays, ats = _gather(served, served_at, lay.score_output)
+            if arrays:
+                score = _joined(arrays, self._scores)
+                score_at = np.repeat(ats, [len(a) for a in arrays])
+        if lay.label_output is not None:
+            arrays, ats = _gather(served, served_at, lay.label_output)
+            if arrays:
+                arrays = [np.asarray(a) for a in arrays]
+                kind = arrays[0].dtype
+                if all(a.dtype == kind or (a.dtype.kind in "SUO" and kind.kind in "SUO") for a in arrays):
+                    label = _joined(arrays, _text)
+                else:  # joined, they would be cast to one type first: True as "1", 1 as "1.0"
+                    label = np.concatenate([_text(a) for a in arrays])
+                label_at = np.repeat(ats, [a.size for a in arrays])
         if not self.prediction and self.prediction_from == "first_requests":
             ref_score = ref_shares = None
             if score is not None:
@@ -367,21 +396,31 @@ class VersionMonitor:
         alarms: list[Alarm] = []
         for stream in self.prediction:
             if stream.signal == "score" and score is not None and self.score_ref is not None:
-                alarms += stream.feed(standardize(score, self.score_ref).tolist(), np.concatenate(score_at))
+                alarms += stream.feed(standardize(score, self.score_ref), score_at)
             elif stream.signal == "class" and label is not None:
-                alarms += stream.feed((label == stream.detail).tolist(), np.concatenate(label_at))
+                alarms += stream.feed(label == stream.detail, label_at)
         if self.score_window is not None and score is not None:
             self.score_window.add_values(score)
         return alarms
 
+    def _scores(self, values: Any) -> np.ndarray:
+        """One score per row of an output: the positive class's probability, the top one, or the value."""
+        s = np.asarray(values, dtype=np.float64)
+        if self.layout.score_is_probability and s.ndim == 2:
+            s = s[:, -1] if s.shape[1] <= 2 else s.max(axis=1)
+        return s.reshape(len(s), -1)[:, 0]
+
     def _feed_health(self, chunk: Sequence[Observation]) -> list[Alarm]:
-        lat = np.asarray([o.latency_s for o in chunk if not o.error], dtype=np.float64)
-        lat_times = np.asarray([o.at for o in chunk if not o.error])
-        errors = [o.error for o in chunk]
-        err_times = np.asarray([o.at for o in chunk])
+        if not chunk:
+            return []
+        _, _, latency_s, error, at = zip(*chunk, strict=True)
+        errors = np.asarray(error, dtype=bool)
+        err_times = np.asarray(at, dtype=np.float64)
+        lat = np.asarray(latency_s, dtype=np.float64)[~errors]
+        lat_times = err_times[~errors]
         if not self.health:
             self._pending_lat += lat.tolist()
-            self._pending_err += errors
+            self._pending_err += errors.tolist()
             if len(self._pending_err) >= self.options.reference_size and len(self._pending_lat) >= 30:
                 sample = np.asarray(self._pending_lat)
                 self.latency_ref = NumericReference.from_values(log_latency(sample))
@@ -403,8 +442,8 @@ class VersionMonitor:
                 self._pending_lat, self._pending_err = [], []
             return []
         assert self.latency_ref is not None
-        alarms = self.health[0].feed(standardize(log_latency(lat), self.latency_ref).tolist(), lat_times)
-        alarms += self.health[1].feed((lat > self.tail_s).tolist(), lat_times)
+        alarms = self.health[0].feed(standardize(log_latency(lat), self.latency_ref), lat_times)
+        alarms += self.health[1].feed(lat > self.tail_s, lat_times)
         alarms += self.health[2].feed(errors, err_times)
         return alarms
 
