@@ -102,16 +102,18 @@ class Stream:
     def feed(self, values: np.ndarray, times: np.ndarray) -> list[Alarm]:
         """Update the detector with ``values`` (1-D, one per element of ``times``): the alarms raised."""
         update_many = getattr(self.detector, "update_many", None)
-        if update_many is not None:
-            hits = update_many(values).tolist()
-        else:  # River's PageHinkley: value by value
-            hits = update_each(self.detector, values.tolist()).tolist()
+        if update_many is None:  # River's PageHinkley: value by value
+            return self.record(update_each(self.detector, values.tolist()), times, len(values))
+        return self.record(update_many(values), times, len(values))
+
+    def record(self, hits: np.ndarray, times: np.ndarray, count: int) -> list[Alarm]:
+        """Account for ``count`` values fed to the detector elsewhere, alarming at indices ``hits``."""
         found = []
-        for i in hits:
+        for i in hits.tolist():
             alarm = Alarm(self, self.samples + i, float(times[i]))
             self.last_alarms.append((alarm.sample, alarm.at))
             found.append(alarm)
-        self.samples += len(values)
+        self.samples += count
         self.alarms += len(hits)
         return found
 

@@ -14,7 +14,7 @@ import numpy as np
 import pytest
 
 from monitoring.bernoulli import BernoulliCUSUM
-from monitoring.cusum import BLOCK, CUSUM, DENSE, update_each
+from monitoring.cusum import BLOCK, CUSUM, DENSE, update_columns, update_each
 from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
 
 Draw = Callable[[np.random.Generator, int], np.ndarray]
@@ -211,3 +211,44 @@ def test_a_drifted_chunk_alarms_on_its_feature_only() -> None:
     x2 = snapshot["features"]["x2"]
     assert x2["alarms"] == len(alarms) and x2["detectors"][0]["samples"] == 5000
     assert all(snapshot["features"][f]["alarms"] == 0 for f in FEATURES if f != "x2")
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_update_columns_matches_update_many_per_column(seed: int) -> None:
+    """Mixed sides, references and thresholds; shifted, drifting and non-finite columns; chunked calls."""
+    rng = np.random.default_rng(seed)
+    m, n = 7, 3000
+    specs = [
+        (0.25, 9.0, 0.0, True),
+        (0.25, 9.0, 1.0, False),  # variance-style: one-sided on a mean of 1
+        (0.5, 5.0, 0.0, True),
+        (0.25, 12.0, 0.2, True),
+        (0.1, 4.0, 0.0, True),  # low threshold: alarms come often, some dense
+        (0.25, 9.0, 0.0, False),
+        (0.25, 9.0, 0.0, True),
+    ]
+    x = rng.normal(0, 1, (n, m))
+    x[:, 1] = x[:, 1] ** 2
+    x[1500:, 2] += 1.5  # a shift
+    x[:, 3] += np.linspace(0, 1, n)  # a ramp
+    x[rng.integers(0, n, 5), 6] = np.nan  # non-finite values take update_many's own path
+    x[rng.integers(0, n, 2), 6] = np.inf
+    bank = [CUSUM(k, h, mu0, two) for k, h, mu0, two in specs]
+    alone = [CUSUM(k, h, mu0, two) for k, h, mu0, two in specs]
+    alarms = 0
+    offset = 0
+    for size in _chunks(rng, n):
+        part = x[offset : offset + size]
+        got = update_columns(bank, part)
+        for j, (b, a) in enumerate(zip(bank, alone, strict=True)):
+            assert got[j].tolist() == a.update_many(part[:, j]).tolist(), (j, offset)
+            assert b.drift_detected == a.drift_detected and b.n == a.n
+            assert _state(b) == pytest.approx(_state(a), abs=1e-9)
+            alarms += len(got[j])
+        offset += len(part)
+    assert offset == n and alarms > 0
+
+
+def test_update_columns_wants_one_column_per_detector() -> None:
+    with pytest.raises(ValueError, match="rows x 2"):
+        update_columns([CUSUM(), CUSUM()], np.zeros((4, 3)))
