@@ -10,7 +10,7 @@ become the reference and the detectors start after them, which the snapshot says
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, NamedTuple
@@ -291,14 +291,25 @@ class VersionMonitor:
     # ----- feeding ------------------------------------------------------------------------------
 
     def feed(self, chunk: Sequence[Observation]) -> list[Alarm]:
+        """Update every stream with ``chunk``: the alarms raised."""
+        alarms: list[Alarm] = []
+        for found in self.steps(chunk):
+            alarms += found
+        return alarms
+
+    def steps(self, chunk: Sequence[Observation]) -> Iterator[list[Alarm]]:
+        """``feed`` in steps (health, each feature group, prediction, windows), each step's alarms.
+
+        The background task runs on the event loop and yields to it between steps, so requests never
+        wait for more than one step (about a millisecond for a chunk of 32 rows of 32 features).
+        """
         if not self._started:
             self.start()
-        alarms: list[Alarm] = []
         self.requests += len(chunk)
-        alarms += self._feed_health(chunk)
+        yield self._feed_health(chunk)
         served = [o for o in chunk if o.inputs is not None and not o.error]
         if not served:
-            return alarms
+            return
         inputs = [o.inputs for o in served if o.inputs is not None]
         ats = np.asarray([o.at for o in served], dtype=np.float64)
         first = self.layout.features[0].input if self.layout.features else None
@@ -309,7 +320,7 @@ class VersionMonitor:
                 arrays = [x[source] for x in inputs]
                 columns[source] = np.concatenate(arrays)
             except (KeyError, ValueError):
-                return alarms
+                return
             if source == first:
                 counts = [len(a) for a in arrays]
         times = np.repeat(ats, counts)
@@ -322,11 +333,12 @@ class VersionMonitor:
             if isinstance(state.reference, NumericReference) and len(state.streams) == 2:
                 banked.append((state, values))
             else:
-                alarms += self._feed_feature(state, values, times)
+                yield self._feed_feature(state, values, times)
         if banked:
-            alarms += self._feed_numeric(banked, times)
-        alarms += self._feed_prediction(served, ats)
-        return alarms
+            yield from self._feed_numeric(banked, times)
+        yield self._feed_prediction(served, ats)
+        if self._window_pending >= WINDOW_BLOCK_ROWS:
+            yield from self._flush_windows()
 
     def _collect(self, key: str, values: np.ndarray) -> np.ndarray | None:
         """Add to a pending reference sample; the whole sample once it is complete."""
@@ -374,41 +386,42 @@ class VersionMonitor:
             state.window.add_bins(bins)
         return alarms
 
-    def _feed_numeric(self, banked: list[tuple[FeatureState, np.ndarray]], times: np.ndarray) -> list[Alarm]:
+    def _feed_numeric(
+        self, banked: list[tuple[FeatureState, np.ndarray]], times: np.ndarray
+    ) -> Iterator[list[Alarm]]:
         """Every armed numeric feature at once: one pass of the mean CUSUMs, one of the variance ones.
 
         A chunk with a non-finite value goes feature by feature (those rows are skipped per feature).
         """
         x = np.column_stack([values for _, values in banked]).astype(np.float64, copy=False)
         if not np.isfinite(x).all():
-            alarms: list[Alarm] = []
             for state, values in banked:
-                alarms += self._feed_feature(state, values, times)
-            return alarms
+                yield self._feed_feature(state, values, times)
+            return
         refs = [state.reference for state, _ in banked]
         means = np.array([r.mean for r in refs if isinstance(r, NumericReference)])
         stds = np.array([r.std for r in refs if isinstance(r, NumericReference)])
         z = np.clip((x - means) / stds, -Z_CLIP, Z_CLIP)
         n = len(times)
-        alarms = []
-        for side, values in ((0, z), (1, z * z)):
+        for side in (0, 1):
+            values = z if side == 0 else z * z
             streams = [state.streams[side] for state, _ in banked]
-            detectors = [s.detector for s in streams]
-            if all(isinstance(d, CUSUM) for d in detectors):
-                for stream, hits in zip(streams, update_columns(detectors, values), strict=True):
+            alarms: list[Alarm] = []
+            cusums = [s.detector for s in streams if isinstance(s.detector, CUSUM)]
+            if len(cusums) == len(streams):
+                for stream, hits in zip(streams, update_columns(cusums, values), strict=True):
                     alarms += stream.record(hits, times, n)
             else:
                 for j, stream in enumerate(streams):
                     alarms += stream.feed(values[:, j], times)
+            yield alarms
         # Windows cost a few numpy calls per feature whatever the rows: for small chunks that was half the
         # monitor's time, so their rows wait for a block (a snapshot flushes them first).
         self._window_rows.append(([state for state, _ in banked], x))
         self._window_pending += n
-        if self._window_pending >= WINDOW_BLOCK_ROWS:
-            self._flush_windows()
-        return alarms
 
-    def _flush_windows(self) -> None:
+    def _flush_windows(self, per_step: int = 8) -> Iterator[list[Alarm]]:
+        """Hand the held rows to their windows, ``per_step`` features per step (no alarms)."""
         held, self._window_rows, self._window_pending = self._window_rows, [], 0
         while held:
             states, x = held[0]
@@ -421,6 +434,9 @@ class VersionMonitor:
             for j, state in enumerate(states):
                 if state.window is not None:
                     state.window.add_values(x[:, j])
+                if j % per_step == per_step - 1:
+                    yield []
+        yield []
 
     def _feed_prediction(self, served: Sequence[Observation], served_at: np.ndarray) -> list[Alarm]:
         lay = self.layout
@@ -517,7 +533,8 @@ class VersionMonitor:
         return out + self.prediction + self.health
 
     def snapshot(self, mono_now: float, wall_now: float | None = None) -> dict[str, Any]:
-        self._flush_windows()
+        for _ in self._flush_windows():
+            pass
         wall_now = time.time() if wall_now is None else wall_now
 
         def when(at: float) -> str:
