@@ -26,6 +26,12 @@ from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
 
 log = logging.getLogger("sluice.monitoring")
 
+#: Steps starting this late on average mean a loop saturated with requests: the detectors' share is
+#: then multiplied by SATURATED_SHARE (P5, monitoring's cost at saturation, against P7 and S10, no
+#: observation dropped below it).
+SATURATED_LAG_S = 0.002
+SATURATED_SHARE = 0.5
+
 #: Incident kinds the rollout drift gate counts.
 DRIFT_KINDS = frozenset({"drift", "prediction"})
 
@@ -48,7 +54,8 @@ class Monitor:
         self.metrics = metrics
         self.queue_size = queue_size
         self.cpu_share = cpu_share
-        self._rest = (1.0 - cpu_share) / cpu_share if cpu_share < 1.0 else 0.0
+        self._next_step_at = 0.0  # perf_counter time before which the next step rests (see _process)
+        self._lag_s = 0.0  # how late steps start, smoothed: the loop's congestion (see _rest_after)
         self.max_queued_rows = max_queued_rows
         self._queued_rows = 0
         self.chunk_size = chunk_size
@@ -189,8 +196,31 @@ class Monitor:
                     with self._incidents_lock:
                         for alarm in alarms:
                             self._record(vm, alarm)
-                busy = time.perf_counter() - started
-                await asyncio.sleep(busy * self._rest if self._rest else 0)
+                await asyncio.sleep(self._rest_after(started, time.perf_counter()))
+
+    def _rest_after(self, started: float, now: float) -> float:
+        """Seconds to rest after a step that ran from ``started`` to ``now``, to stay within the share.
+
+        The rest is ``busy * (1 - share) / share``: a request that arrives during a step waits for that
+        step only, and then has the loop to itself for a while. When steps keep starting late (the rest's
+        timer fires late) the loop is saturated with requests: the share then halves
+        (``SATURATED_SHARE``), so the detectors take less of a busy gateway's throughput; observations
+        they cannot take are dropped and counted.
+        """
+        if self.cpu_share >= 1.0:
+            return 0.0
+        expected = self._next_step_at
+        if expected and started - expected < 1.0:  # the rest before this step: how late did it end?
+            self._lag_s += 0.2 * (max(started - expected, 0.0) - self._lag_s)
+        share = self.cpu_share * (SATURATED_SHARE if self._lag_s > SATURATED_LAG_S else 1.0)
+        rest = (now - started) * (1.0 - share) / share
+        self._next_step_at = now + rest
+        return rest
+
+    @property
+    def saturated(self) -> bool:
+        """Whether the steps find the loop saturated (and run on ``SATURATED_SHARE`` of ``cpu_share``)."""
+        return self._lag_s > SATURATED_LAG_S
 
     def _record(self, vm: VersionMonitor, alarm: Alarm) -> None:
         s = alarm.stream
@@ -229,6 +259,7 @@ class Monitor:
             body = vm.snapshot(now)
         body["watched"] = True
         body["pending"] = 0 if self._queue is None else self._queue.qsize()
+        body["saturated"] = self.saturated  # the detectors run on a reduced share (see _rest_after)
         with self._incidents_lock:
             open_by_subject = {(i.kind, i.subject) for i in self.incidents_log.open_of(model, version)}
             history = [i.to_json(now) for i in reversed(self.incidents_log.of(model, version))]

@@ -82,7 +82,8 @@ class MonitoringSettings(BaseModel):
         0.1,
         gt=0,
         le=1,
-        description="Most of one core the detectors may use; beyond it observations wait or are dropped "
+        description="Most of the event loop's time the detectors may use (they run on it in short steps); "
+        "halved while the loop is saturated with requests. Beyond it observations wait or are dropped "
         "(counted in sluice_monitoring_observations_dropped_total).",
     )
     max_queued_rows: int = Field(

@@ -63,7 +63,7 @@ def test_stable_then_shifted_feature(make_server: Any, repository: Any, fitted: 
     for _ in range(stable_rows // 500):
         infer(gateway, sample[rng.integers(0, len(sample), 500)])
     body = monitoring_after(gateway, stable_rows)
-    assert body["watched"] is True
+    assert body["watched"] is True and body["saturated"] is False  # a handful of clients: not saturated
     assert body["reference"]["features"] == ["profile"] and body["reference"]["prediction"] == "profile"
     assert body["options"]["target_false_alarms_per_100k"] == 1.0
     for name in FEATURES:
