@@ -55,6 +55,7 @@ class Monitor:
         self.queue_size = queue_size
         self.cpu_share = cpu_share
         self._next_step_at = 0.0  # perf_counter time before which the next step rests (see _process)
+        self._in_progress = 0  # observations of the chunk being fed, step by step
         self._lag_s = 0.0  # how late steps start, smoothed: the loop's congestion (see _rest_after)
         self.max_queued_rows = max_queued_rows
         self._queued_rows = 0
@@ -160,10 +161,13 @@ class Monitor:
             while len(chunk) < self.chunk_size and not queue.empty():
                 chunk.append(queue.get_nowait())
             self._queued_rows -= sum(_rows(obs.inputs) for _, obs in chunk)
+            self._in_progress = len(chunk)
             try:
                 await self._process(chunk)
             except Exception:  # a bad observation must never stop monitoring
                 log.exception("monitoring failed on a chunk of %d observations", len(chunk))
+            finally:
+                self._in_progress = 0
             self._sweep()
 
     def _sweep(self) -> None:
@@ -258,7 +262,8 @@ class Monitor:
             now = self._clock()
             body = vm.snapshot(now)
         body["watched"] = True
-        body["pending"] = 0 if self._queue is None else self._queue.qsize()
+        # Queued, or taken and not yet through every step (a snapshot can come between two steps).
+        body["pending"] = (0 if self._queue is None else self._queue.qsize()) + self._in_progress
         body["saturated"] = self.saturated  # the detectors run on a reduced share (see _rest_after)
         with self._incidents_lock:
             open_by_subject = {(i.kind, i.subject) for i in self.incidents_log.open_of(model, version)}
