@@ -21,6 +21,7 @@ from monitoring.calibration import per_detector_arl
 from monitoring.cusum import CUSUM, update_columns
 from monitoring.reference import CategoricalReference, NumericReference
 from monitoring.streams import (
+    TAIL_LIFT,
     UNSEEN_P1,
     Z_CLIP,
     Alarm,
@@ -508,7 +509,9 @@ class VersionMonitor:
                 assert self.latency_ref is not None
                 self.health = [
                     latency_stream(self.latency_ref, self._arl),
-                    rate_stream("latency", "latency", "latency_tail", tail_p0, 3 * tail_p0, self._arl),
+                    rate_stream(
+                        "latency", "latency", "latency_tail", tail_p0, TAIL_LIFT * tail_p0, self._arl
+                    ),
                     rate_stream(
                         "errors",
                         "errors",
