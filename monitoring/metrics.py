@@ -229,7 +229,7 @@ class Metrics:
         # ----- monitoring (monitoring.monitor): bounded by model, version, feature and signal -----
         self.drift_alarms = Counter(
             "sluice_drift_alarms",
-            "Drift alarms on an input feature, by signal (mean, variance, share, unseen).",
+            "Drift alarms on an input feature, by signal (mean, variance, share, unseen, missing).",
             ["model", "version", "feature", "signal"],
             registry=r,
         )

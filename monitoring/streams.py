@@ -6,6 +6,7 @@ Mean-change detectors miss what they are not fed (monitoring.md), so each signal
 | --- | --- | --- |
 | numeric feature | ``z = (x - mean) / std`` against the reference | two-sided ``CUSUM`` (mean) |
 | numeric feature | ``z**2`` | one-sided ``CUSUM`` on its mean of 1 (variance) |
+| numeric feature (NaN accepted) | missing-value indicator | ``BernoulliCUSUM`` (up) |
 | categorical feature | indicator per known category, and of an unseen one | ``BernoulliCUSUM`` (up) |
 | prediction score | ``z`` of the score | two-sided ``CUSUM`` |
 | predicted class | indicator per class | ``BernoulliCUSUM`` (share up) |

@@ -119,6 +119,8 @@ class WatchOptions:
     target_false_alarms_per_100k: float = 10.0
     reference_size: int = 2000
     window_rows: int = 1000
+    #: Watch each numeric feature's share of missing values (NaN): for models that accept them.
+    watch_missing: bool = False
 
 
 #: Numeric feature rows held before their windows are updated (see VersionMonitor._feed_numeric).
@@ -135,6 +137,11 @@ class FeatureState:
     categories: list[str] = field(default_factory=list)
     #: Each known category's bin: its index in ``categories``, or ``len(categories)`` for the others.
     bins: dict[str, int] = field(default_factory=dict)
+    #: The missing-value (NaN) share's detector, when the version accepts NaN (``watch_missing``).
+    missing: Stream | None = None
+
+    def all_streams(self) -> list[Stream]:
+        return self.streams if self.missing is None else [*self.streams, self.missing]
 
 
 def _gather(chunk: Sequence[Observation], ats: np.ndarray, output: str) -> tuple[list[Any], np.ndarray]:
@@ -206,7 +213,7 @@ class VersionMonitor:
                 known = len(profiled.get(f.name, {}).get("categories", {})) or MAX_TRACKED_CATEGORIES
                 n += min(known, MAX_TRACKED_CATEGORIES) + 1
             else:
-                n += 2
+                n += 3 if self.options.watch_missing else 2
         n += 1 if self.layout.score_output else 0
         n += len(self.layout.class_labels) if self.layout.label_output else 0
         return n + 3  # latency, latency tail, errors
@@ -225,7 +232,7 @@ class VersionMonitor:
             elif not state.source.categorical and body.get("type", "numeric") == "numeric":
                 ref = NumericReference.from_profile(body)
                 if ref is not None:
-                    self._arm_feature(state, ref, "profile")
+                    self._arm_feature(state, ref, "profile", missing=float(body.get("missing") or 0.0))
         outputs = profile.get("outputs") or {}
         quantiles = outputs.get("score_quantiles") or (outputs.get("value") or {}).get("quantiles")
         shares = outputs.get("class_shares")
@@ -241,7 +248,12 @@ class VersionMonitor:
             self._arm_prediction(score, shares, "profile")
 
     def _arm_feature(
-        self, state: FeatureState, ref: NumericReference | CategoricalReference, source: str
+        self,
+        state: FeatureState,
+        ref: NumericReference | CategoricalReference,
+        source: str,
+        *,
+        missing: float = 0.0,
     ) -> None:
         state.reference, state.reference_from = ref, source
         name = state.source.name
@@ -251,6 +263,11 @@ class VersionMonitor:
                 variance_stream(name, ref, self._arl),
             ]
             state.window = Window.numeric(ref, self.options.window_rows)
+            if self.options.watch_missing:
+                # The share of NaN rows, watched for a rise like an unseen category's.
+                state.missing = rate_stream(
+                    "drift", name, "missing", missing, max(UNSEEN_P1, 2.0 * missing), self._arl
+                )
         else:
             ranked = sorted(ref.shares.items(), key=lambda kv: -kv[1])[:MAX_TRACKED_CATEGORIES]
             state.categories = [c for c, _ in ranked]
@@ -337,6 +354,8 @@ class VersionMonitor:
                 yield self._feed_feature(state, values, times)
         if banked:
             yield from self._feed_numeric(banked, times)
+        if self.options.watch_missing:
+            yield self._feed_missing(columns, times)
         yield self._feed_prediction(served, ats)
         if self._window_pending >= WINDOW_BLOCK_ROWS:
             yield from self._flush_windows()
@@ -359,9 +378,11 @@ class VersionMonitor:
                         state, CategoricalReference.from_values(_text(sample)), "first_requests"
                     )
                 else:
-                    numeric = NumericReference.from_values(sample.astype(np.float64))
+                    floats = sample.astype(np.float64)
+                    numeric = NumericReference.from_values(floats)
                     if numeric is not None:
-                        self._arm_feature(state, numeric, "first_requests")
+                        missing = float(np.isnan(floats).mean())
+                        self._arm_feature(state, numeric, "first_requests", missing=missing)
             return []
         ref = state.reference
         alarms: list[Alarm] = []
@@ -420,6 +441,18 @@ class VersionMonitor:
         # monitor's time, so their rows wait for a block (a snapshot flushes them first).
         self._window_rows.append(([state for state, _ in banked], x))
         self._window_pending += n
+
+    def _feed_missing(self, columns: dict[str, np.ndarray], times: np.ndarray) -> list[Alarm]:
+        """Each armed numeric feature's missing-value indicator (NaN rows)."""
+        alarms: list[Alarm] = []
+        for state in self.features.values():
+            if state.missing is None:
+                continue
+            src = state.source
+            data = columns[src.input]
+            values = data[:, src.column] if src.column is not None else data.reshape(len(times), -1)[:, 0]
+            alarms += state.missing.feed(np.isnan(values.astype(np.float64, copy=False)), times)
+        return alarms
 
     def _flush_windows(self, per_step: int = 8) -> Iterator[list[Alarm]]:
         """Hand the held rows to their windows, ``per_step`` features per step (no alarms)."""
@@ -532,7 +565,7 @@ class VersionMonitor:
     # ----- reading ------------------------------------------------------------------------------
 
     def streams(self) -> list[Stream]:
-        out = [s for f in self.features.values() for s in f.streams]
+        out = [s for f in self.features.values() for s in f.all_streams()]
         return out + self.prediction + self.health
 
     def snapshot(self, mono_now: float, wall_now: float | None = None) -> dict[str, Any]:
@@ -564,8 +597,8 @@ class VersionMonitor:
                 "reference": None if st.reference is None else st.reference.to_json(),
                 "reference_rows_collected": None if st.reference is not None else pending,
                 "current": None if st.window is None else st.window.to_json(),
-                "detectors": detectors(st.streams),
-                "alarms": sum(s.alarms for s in st.streams),
+                "detectors": detectors(st.all_streams()),
+                "alarms": sum(s.alarms for s in st.all_streams()),
             }
         return {
             "model": self.model,

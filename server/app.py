@@ -87,6 +87,7 @@ class Gateway:
             target_false_alarms_per_100k=config.target_false_alarms_per_100k,
             reference_size=config.reference_size,
             window_rows=config.window_rows,
+            watch_missing=mv.allow_nan,  # NaN only reaches the monitor where the model accepts it
         )
         await monitor.watch(mv.model, mv.version, layout, mv.manifest.profile, options)
 
