@@ -249,7 +249,8 @@ class Metrics:
         )
         self.anomaly_alarms = Counter(
             "sluice_anomaly_alarms",
-            "Latency and error anomaly alarms, by signal (latency, latency_tail, errors).",
+            "Latency, error and shadow anomaly alarms, by signal (latency, latency_tail, errors, "
+            "disagreement, difference).",
             ["model", "version", "signal"],
             registry=r,
         )

@@ -21,6 +21,7 @@ from typing import Any
 
 from monitoring.incidents import Incident, Incidents
 from monitoring.metrics import Metrics
+from monitoring.shadow import Pair, ShadowPairs
 from monitoring.streams import Alarm
 from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
 
@@ -31,6 +32,9 @@ log = logging.getLogger("sluice.monitoring")
 #: observation dropped below it).
 SATURATED_LAG_S = 0.002
 SATURATED_SHARE = 0.5
+
+#: What the background task feeds: a version's streams, or a shadow version's paired streams.
+Target = VersionMonitor | ShadowPairs
 
 #: Incident kinds the rollout drift gate counts.
 DRIFT_KINDS = frozenset({"drift", "prediction"})
@@ -63,8 +67,9 @@ class Monitor:
         self.sweep_interval_s = sweep_interval_s
         self._clock = clock
         self._versions: dict[tuple[str, int], VersionMonitor] = {}
+        self._pairs: dict[tuple[str, int], ShadowPairs] = {}  # a shadow version's paired streams
         self._dropped: dict[tuple[str, int], Any] = {}
-        self._queue: asyncio.Queue[tuple[VersionMonitor, Observation]] | None = None
+        self._queue: asyncio.Queue[tuple[Target, Observation | Pair]] | None = None
         self._task: asyncio.Task[None] | None = None
         # Detectors are fed on a worker thread and read by snapshots; incidents have their own lock so
         # the rollout gate (on the event loop) never waits for a chunk to finish.
@@ -95,6 +100,7 @@ class Monitor:
     def forget(self, model: str, version: int) -> None:
         with self._lock:
             self._versions.pop((model, version), None)
+            self._pairs.pop((model, version), None)
             self._dropped.pop((model, version), None)
         with self._incidents_lock:
             self.incidents_log.forget(model, version)
@@ -130,6 +136,26 @@ class Monitor:
         self._queued_rows += rows
         queue.put_nowait((vm, Observation(inputs, outputs, latency_s, error, self._clock())))
 
+    def observe_pair(
+        self, model: str, version: int, primary: dict[str, Any], shadow: dict[str, Any], agree: bool
+    ) -> None:
+        """Hand over one compared shadow request (``version`` is the shadow's); never blocks."""
+        queue = self._queue
+        vm = self._versions.get((model, version))
+        if vm is None or queue is None:
+            return
+        pairs = self._pairs.get((model, version))
+        if pairs is None:
+            with self._lock:
+                pairs = self._pairs[(model, version)] = ShadowPairs(
+                    model, version, vm.layout, vm.options, vm.detectors() + 2
+                )
+        if queue.full():
+            vm.dropped += 1
+            self._dropped[(model, version)].inc()
+            return
+        queue.put_nowait((pairs, Pair(primary, shadow, agree, self._clock())))
+
     @property
     def queued_rows(self) -> int:
         """Input rows waiting for the background task."""
@@ -160,7 +186,7 @@ class Monitor:
             chunk = [first]
             while len(chunk) < self.chunk_size and not queue.empty():
                 chunk.append(queue.get_nowait())
-            self._queued_rows -= sum(_rows(obs.inputs) for _, obs in chunk)
+            self._queued_rows -= sum(_rows(obs.inputs) for _, obs in chunk if isinstance(obs, Observation))
             self._in_progress = len(chunk)
             try:
                 await self._process(chunk)
@@ -174,7 +200,7 @@ class Monitor:
         with self._incidents_lock:
             self.incidents_log.sweep()
 
-    async def _process(self, chunk: list[tuple[VersionMonitor, Observation]]) -> None:
+    async def _process(self, chunk: list[tuple[Target, Observation | Pair]]) -> None:
         """Feed ``chunk`` to its versions one step at a time, resting after each in proportion to it.
 
         The detectors run here, on the event loop, not on a worker thread: a thread holding the GIL
@@ -183,15 +209,18 @@ class Monitor:
         enough for the requests that arrived meanwhile to go through their several loop iterations
         before the next step; what arrives meanwhile waits in the queue, or is dropped and counted.
         """
-        by_version: dict[int, tuple[VersionMonitor, list[Observation]]] = {}
-        for vm, obs in chunk:
-            by_version.setdefault(id(vm), (vm, []))[1].append(obs)
-        for vm, observations in by_version.values():
+        by_target: dict[int, tuple[Target, list[Any]]] = {}
+        for target, obs in chunk:
+            by_target.setdefault(id(target), (target, []))[1].append(obs)
+        for vm, observations in by_target.values():
+            registry: dict[tuple[str, int], Any] = (
+                self._pairs if isinstance(vm, ShadowPairs) else self._versions
+            )
             steps = vm.steps(observations)
             while True:
                 started = time.perf_counter()
                 with self._lock:
-                    if self._versions.get((vm.model, vm.version)) is not vm:
+                    if registry.get((vm.model, vm.version)) is not vm:
                         break  # forgotten while queued or between steps
                     alarms = next(steps, None)
                 if alarms is None:
@@ -226,7 +255,7 @@ class Monitor:
         """Whether the steps find the loop saturated (and run on ``SATURATED_SHARE`` of ``cpu_share``)."""
         return self._lag_s > SATURATED_LAG_S
 
-    def _record(self, vm: VersionMonitor, alarm: Alarm) -> None:
+    def _record(self, vm: Target, alarm: Alarm) -> None:
         s = alarm.stream
         m, labels = self.metrics, (vm.model, str(vm.version))
         if s.kind == "drift":
@@ -261,6 +290,9 @@ class Monitor:
                 return {"model": model, "version": str(version), "watched": False}
             now = self._clock()
             body = vm.snapshot(now)
+            pairs = self._pairs.get((model, version))
+            wall = time.time()
+            body["shadow"] = None if pairs is None else pairs.snapshot(lambda at: _iso(wall - (now - at)))
         body["watched"] = True
         # Queued, or taken and not yet through every step (a snapshot can come between two steps).
         body["pending"] = (0 if self._queue is None else self._queue.qsize()) + self._in_progress
@@ -273,8 +305,14 @@ class Monitor:
         body["prediction"]["drift"] = ("prediction", "prediction") in open_by_subject
         body["latency"]["anomaly"] = ("latency", "latency") in open_by_subject
         body["errors"]["anomaly"] = ("errors", "errors") in open_by_subject
+        if body["shadow"] is not None:
+            body["shadow"]["anomaly"] = ("shadow", "shadow") in open_by_subject
         body["incidents"] = history
         return body
+
+
+def _iso(wall: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(wall)) + f".{int(wall % 1 * 1000):03d}Z"
 
 
 def _rows(inputs: dict[str, Any] | None) -> int:

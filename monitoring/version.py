@@ -205,6 +205,10 @@ class VersionMonitor:
 
     # ----- building -----------------------------------------------------------------------------
 
+    def detectors(self) -> int:
+        """How many detectors the version's false-alarm budget is split over."""
+        return self._budget()
+
     def _budget(self) -> int:
         n = 0
         profiled = (self.profile or {}).get("features", {})

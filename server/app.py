@@ -131,6 +131,7 @@ class Gateway:
         # The rollout drift gate counts the monitor's incidents (server.gates.DriftSource); without a
         # monitor it reports "insufficient: no monitor".
         self.traffic.drift = self.monitor
+        self.traffic.on_pair = self.monitor.observe_pair if self.monitor is not None else None
         await self.traffic.start()
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.create_task(self._poll(), name="sluice-repository-poll")

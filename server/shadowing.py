@@ -26,6 +26,8 @@ log = logging.getLogger("sluice.shadow")
 Outputs = dict[str, np.ndarray]
 #: Runs the shadow version on the request's inputs under a deadline (the service's executor call).
 Execute = Callable[[dict[str, np.ndarray], int, float], Awaitable[Outputs]]
+#: Takes each compared pair: (model, shadow version, primary outputs, shadow outputs, agree).
+OnPair = Callable[[str, int, Outputs, Outputs, bool], None]
 
 
 def compare(primary: Outputs, shadow: Outputs, spec: Compare) -> tuple[bool, float | None] | None:
@@ -87,6 +89,7 @@ class Mirror:
         window: Window,
         clock: Callable[[], float] = time.monotonic,
         random_source: Callable[[], float] = random.random,
+        on_pair: OnPair | None = None,
     ) -> None:
         self.model = model
         self.spec = spec
@@ -95,6 +98,7 @@ class Mirror:
         self._window = window
         self._clock = clock
         self._random = random_source
+        self._on_pair = on_pair
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -152,6 +156,8 @@ class Mirror:
         if difference is not None:
             self._metrics.child(self._metrics.shadow_difference, *labels).observe(difference)
         self._window.compared(self._clock(), agree=agree)
+        if self._on_pair is not None:  # the monitor's paired streams (monitoring.shadow)
+            self._on_pair(self.model, self.version, primary, shadow, agree)
 
     def _count(self, outcome: str) -> None:
         self._metrics.child(self._metrics.shadow_requests, self.model, str(self.version), outcome).inc()

@@ -38,7 +38,7 @@ from server.rollout_file import ModelRollouts, RolloutFile, Shadow, read_rollout
 from server.rollout_store import RolloutStore
 from server.routing import Route, Router, Split
 from server.settings import Settings
-from server.shadowing import Mirror
+from server.shadowing import Mirror, OnPair
 
 log = logging.getLogger("sluice.rollout")
 
@@ -92,6 +92,7 @@ class Traffic:
         self.registry = registry
         self.metrics = metrics
         self.drift = drift
+        self.on_pair: OnPair | None = None  # shadows hand each compared pair to the monitor
         self._clock = clock
         self._random = random_source
         self.file: RolloutFile | None = None
@@ -240,6 +241,7 @@ class Traffic:
             window=self.window(model, spec.version),
             clock=self._clock,
             random_source=self._random,
+            on_pair=self.on_pair,
         )
 
     def window(self, model: str, version: int) -> Window:

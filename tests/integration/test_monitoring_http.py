@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import pytest
 
+from tests.integration.rollout_helpers import copy_version
+
 pytestmark = pytest.mark.integration
 
 FEATURES = ["f0", "f1", "f2", "f3"]
@@ -124,3 +126,35 @@ def test_the_monitor_queue_is_bounded_in_rows(make_server: Any) -> None:
     assert r.status_code == 200  # the request is served; only its observation is left out
     dropped = 'sluice_monitoring_observations_dropped_total{model="clf",reason="queue_full",version="1"}'
     assert f"{dropped} 1.0" in gateway.client.get("/metrics").text
+
+
+def test_a_shadow_versions_pairs_reach_its_monitor(
+    make_server: Any, repository: Any, fitted: dict[str, Any], tmp_path: Any
+) -> None:
+    copy_version(repository, "clf", 1, 2)
+    (repository / "clf" / "config.yaml").write_text("monitoring: {reference_size: 100}\n")
+    rollouts = tmp_path / "rollouts.yaml"
+    rollouts.write_text(
+        "models:\n  clf:\n    traffic: {weights: {1: 100}}\n    shadows:\n"
+        "      - {version: 2, percent: 100, compare: {mode: argmax}}\n"
+    )
+    gateway = make_server(rollout_file=rollouts, state_dir=tmp_path / "state")
+    _, sample = fitted["clf"]
+    for row in sample[:150]:
+        infer(gateway, row[None, :])
+
+    deadline = time.monotonic() + 30
+    while True:
+        body = gateway.client.get("/v2/models/clf/versions/2/monitoring").json()
+        shadow = body["shadow"]
+        if shadow is not None and shadow["pairs"] == 150 and body["pending"] == 0:
+            break
+        assert time.monotonic() < deadline, shadow
+        time.sleep(0.05)  # polling interval; the condition above is what synchronises
+    # The copy agrees with its primary on every request: its reference says so, and nothing alarms.
+    assert shadow["reference_from"] == "first_pairs"
+    assert shadow["reference"]["disagreement_rate"] == 0.001  # the floor of a rate never seen
+    assert [d["signal"] for d in shadow["detectors"]] == ["disagreement"]  # no spread to watch: identical
+    assert shadow["anomaly"] is False and all(d["alarms"] == 0 for d in shadow["detectors"])
+    primary = gateway.client.get("/v2/models/clf/versions/1/monitoring").json()
+    assert primary["shadow"] is None
