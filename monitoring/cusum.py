@@ -281,7 +281,8 @@ def update_columns(detectors: Sequence[CUSUM], values: ArrayLike) -> list[np.nda
     pays numpy's fixed cost per call dozens of times per chunk, which for small chunks outweighs the
     work. Here every column goes through one vectorised Lindley pass; a column that raises an alarm or
     holds a non-finite value (rare without drift) is run again through its own ``update_many`` from its
-    untouched state, so the results are exactly that method's.
+    untouched state, so the results are exactly that method's. ``CUSUMBank`` keeps the detectors'
+    parameters gathered between calls.
 
     >>> rng = np.random.default_rng(4)
     >>> x = rng.normal(0, 1, (2000, 3))
@@ -298,37 +299,57 @@ def update_columns(detectors: Sequence[CUSUM], values: ArrayLike) -> list[np.nda
     >>> [round(d.statistic, 9) for d in bank] == [round(d.statistic, 9) for d in alone]
     True
     """
-    x = np.asarray(values, dtype=np.float64)
-    if x.ndim != 2 or x.shape[1] != len(detectors):
-        raise ValueError(f"update_columns takes rows x {len(detectors)} values, got shape {x.shape}")
-    n = x.shape[0]
-    if not n or not detectors:
-        return [np.empty(0, dtype=np.intp) for _ in detectors]
-    fresh = np.array([d._drift_detected for d in detectors])
-    two_sided = np.array([d.two_sided for d in detectors])
-    k = np.array([d.k for d in detectors])
-    h = np.array([d.threshold for d in detectors])
-    d = x - np.array([d.mu0 for d in detectors])
-    start_up = np.where(fresh, 0.0, [det.upper for det in detectors])
-    start_low = np.where(fresh | ~two_sided, 0.0, [det.lower for det in detectors])
-    with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: such columns are redone below
-        c = np.add.accumulate(d - k, axis=0)
-        upper = c - np.minimum.accumulate(np.minimum(c, -start_up), axis=0)
-        c = np.add.accumulate(-d - k, axis=0)
-        lower = c - np.minimum.accumulate(np.minimum(c, -start_low), axis=0)
-        lower[:, ~two_sided] = 0.0
-        redo = ((upper > h) | (lower > h)).any(axis=0) | ~np.isfinite(upper[-1] + lower[-1])
-    out = []
-    for j, det in enumerate(detectors):
-        if redo[j]:
-            out.append(det.update_many(x[:, j]))
-            continue
-        det.upper = float(upper[-1, j])
-        det.lower = float(lower[-1, j])
-        det.n = (0 if fresh[j] else det.n) + n
-        det._drift_detected = False
-        out.append(_NO_HITS)
-    return out
+    return CUSUMBank(detectors).update(values)
+
+
+class CUSUMBank:
+    """CUSUM detectors updated together by ``update_columns``, their parameters gathered once."""
+
+    def __init__(self, detectors: Sequence[CUSUM]) -> None:
+        self.detectors = list(detectors)
+        self.k = np.array([d.k for d in self.detectors], dtype=np.float64)
+        self.h = np.array([d.threshold for d in self.detectors], dtype=np.float64)
+        self.mu0 = np.array([d.mu0 for d in self.detectors], dtype=np.float64)
+        self.two_sided = np.array([d.two_sided for d in self.detectors], dtype=bool)
+
+    def update(self, values: ArrayLike) -> list[np.ndarray]:
+        """``update_columns`` on these detectors: each one's alarm indices."""
+        detectors = self.detectors
+        x = np.asarray(values, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != len(detectors):
+            raise ValueError(f"update_columns takes rows x {len(detectors)} values, got shape {x.shape}")
+        n = x.shape[0]
+        if not n or not detectors:
+            return [np.empty(0, dtype=np.intp) for _ in detectors]
+        fresh = np.array([d._drift_detected for d in detectors])
+        two_sided = self.two_sided
+        d = x - self.mu0
+        start_up = np.where(fresh, 0.0, [det.upper for det in detectors])
+        start_low = np.where(fresh | ~two_sided, 0.0, [det.lower for det in detectors])
+        with np.errstate(invalid="ignore", over="ignore"):  # inf - inf: such columns are redone below
+            c = np.add.accumulate(d - self.k, axis=0)
+            upper = c - np.minimum.accumulate(np.minimum(c, -start_up), axis=0)
+            c = np.add.accumulate(-d - self.k, axis=0)
+            lower = c - np.minimum.accumulate(np.minimum(c, -start_low), axis=0)
+            lower[:, ~two_sided] = 0.0
+            redo = ((upper > self.h) | (lower > self.h)).any(axis=0) | ~np.isfinite(upper[-1] + lower[-1])
+        out = []
+        ups, lows, redo_list, fresh_list = (
+            upper[-1].tolist(),
+            lower[-1].tolist(),
+            redo.tolist(),
+            fresh.tolist(),
+        )
+        for j, det in enumerate(detectors):
+            if redo_list[j]:
+                out.append(det.update_many(x[:, j]))
+                continue
+            det.upper = ups[j]
+            det.lower = lows[j]
+            det.n = (0 if fresh_list[j] else det.n) + n
+            det._drift_detected = False
+            out.append(_NO_HITS)
+        return out
 
 
 _NO_HITS = np.empty(0, dtype=np.intp)

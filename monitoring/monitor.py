@@ -31,10 +31,13 @@ log = logging.getLogger("sluice.monitoring")
 #: then multiplied by SATURATED_SHARE (P5, monitoring's cost at saturation, against P7 and S10, no
 #: observation dropped below it).
 SATURATED_LAG_S = 0.002
-SATURATED_SHARE = 0.5
+SATURATED_SHARE = 0.3
 
 #: What the background task feeds: a version's streams, or a shadow version's paired streams.
 Target = VersionMonitor | ShadowPairs
+
+#: Observations per chunk with no backlog (``chunk_size`` is the most, for a backlog).
+MIN_CHUNK = 32
 
 #: Incident kinds the rollout drift gate counts.
 DRIFT_KINDS = frozenset({"drift", "prediction"})
@@ -48,7 +51,7 @@ class Monitor:
         metrics: Metrics,
         *,
         queue_size: int = 10_000,
-        chunk_size: int = 64,
+        chunk_size: int = 128,
         resolve_after_s: float = 300.0,
         sweep_interval_s: float = 1.0,
         cpu_share: float = 0.1,
@@ -183,8 +186,11 @@ class Monitor:
             except TimeoutError:
                 self._sweep()
                 continue
+            # Small chunks keep each step short (a request waits for one step at most); a backlog takes
+            # bigger ones, which cost less per row, so the task catches up instead of dropping.
+            take = min(max(MIN_CHUNK, queue.qsize() // 8), self.chunk_size)
             chunk = [first]
-            while len(chunk) < self.chunk_size and not queue.empty():
+            while len(chunk) < take and not queue.empty():
                 chunk.append(queue.get_nowait())
             self._queued_rows -= sum(_rows(obs.inputs) for _, obs in chunk if isinstance(obs, Observation))
             self._in_progress = len(chunk)
@@ -236,8 +242,8 @@ class Monitor:
 
         The rest is ``busy * (1 - share) / share``: a request that arrives during a step waits for that
         step only, and then has the loop to itself for a while. When steps keep starting late (the rest's
-        timer fires late) the loop is saturated with requests: the share then halves
-        (``SATURATED_SHARE``), so the detectors take less of a busy gateway's throughput; observations
+        timer fires late) the loop is saturated with requests: the share then drops to
+        ``SATURATED_SHARE`` of it, so the detectors take less of a busy gateway's throughput; observations
         they cannot take are dropped and counted.
         """
         if self.cpu_share >= 1.0:

@@ -18,7 +18,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from monitoring.calibration import per_detector_arl
-from monitoring.cusum import CUSUM, update_columns
+from monitoring.cusum import CUSUM, CUSUMBank
 from monitoring.reference import CategoricalReference, NumericReference
 from monitoring.streams import (
     TAIL_LIFT,
@@ -170,6 +170,35 @@ def _text(values: np.ndarray) -> np.ndarray:
     return values.ravel().astype(str)
 
 
+class _NumericBank:
+    """What one set of armed numeric features shares chunk after chunk: references and detector banks."""
+
+    def __init__(self, states: list[FeatureState]) -> None:
+        refs = [s.reference for s in states if isinstance(s.reference, NumericReference)]
+        self.means = np.array([r.mean for r in refs])
+        self.stds = np.array([r.std for r in refs])
+        self.streams = [[s.streams[side] for s in states] for side in (0, 1)]
+        self.cusums: list[CUSUMBank | None] = []
+        for streams in self.streams:
+            detectors = [s.detector for s in streams if isinstance(s.detector, CUSUM)]
+            self.cusums.append(CUSUMBank(detectors) if len(detectors) == len(streams) else None)
+        sources = {s.source.input for s in states}
+        cols = [s.source.column for s in states]
+        known = [c for c in cols if c is not None]
+        # One input and known columns (the usual 2-D tensor): the matrix is one indexing of it.
+        self._take = (sources.pop(), known) if len(sources) == 1 and len(known) == len(cols) else None
+
+    def matrix(
+        self, columns: dict[str, np.ndarray], banked: list[tuple[FeatureState, np.ndarray]]
+    ) -> np.ndarray:
+        if self._take is not None:
+            name, take = self._take
+            data = columns[name]
+            if data.ndim == 2:
+                return np.asarray(data[:, take], dtype=np.float64)
+        return np.column_stack([values for _, values in banked]).astype(np.float64, copy=False)
+
+
 class VersionMonitor:
     """Streams and detectors of one version, fed in chunks by one thread at a time."""
 
@@ -200,6 +229,7 @@ class VersionMonitor:
         self._started = False
         # Numeric feature rows waiting for their windows: added in blocks, not per chunk (see _feed_numeric).
         self._window_rows: list[tuple[list[FeatureState], np.ndarray]] = []
+        self._bank: tuple[tuple[int, ...], _NumericBank] | None = None  # for the armed numeric features
         self._window_pending = 0
         self._arl = 0.0
 
@@ -357,7 +387,7 @@ class VersionMonitor:
             else:
                 yield self._feed_feature(state, values, times)
         if banked:
-            yield from self._feed_numeric(banked, times)
+            yield from self._feed_numeric(banked, columns, times)
         if self.options.watch_missing:
             yield self._feed_missing(columns, times)
         yield self._feed_prediction(served, ats)
@@ -413,30 +443,37 @@ class VersionMonitor:
         return alarms
 
     def _feed_numeric(
-        self, banked: list[tuple[FeatureState, np.ndarray]], times: np.ndarray
+        self,
+        banked: list[tuple[FeatureState, np.ndarray]],
+        columns: dict[str, np.ndarray],
+        times: np.ndarray,
     ) -> Iterator[list[Alarm]]:
         """Every armed numeric feature at once: one pass of the mean CUSUMs, one of the variance ones.
 
         A chunk with a non-finite value goes feature by feature (those rows are skipped per feature).
         """
-        x = np.column_stack([values for _, values in banked]).astype(np.float64, copy=False)
+        key = tuple(id(state.streams[0]) for state, _ in banked)
+        if self._bank is None or self._bank[0] != key:
+            self._bank = (key, _NumericBank([state for state, _ in banked]))
+        bank = self._bank[1]
+        x = bank.matrix(columns, banked)
         if not np.isfinite(x).all():
             for state, values in banked:
                 yield self._feed_feature(state, values, times)
             return
-        refs = [state.reference for state, _ in banked]
-        means = np.array([r.mean for r in refs if isinstance(r, NumericReference)])
-        stds = np.array([r.std for r in refs if isinstance(r, NumericReference)])
-        z = np.clip((x - means) / stds, -Z_CLIP, Z_CLIP)
+        z = np.clip((x - bank.means) / bank.stds, -Z_CLIP, Z_CLIP)
         n = len(times)
         for side in (0, 1):
             values = z if side == 0 else z * z
-            streams = [state.streams[side] for state, _ in banked]
+            streams = bank.streams[side]
+            cusums = bank.cusums[side]
             alarms: list[Alarm] = []
-            cusums = [s.detector for s in streams if isinstance(s.detector, CUSUM)]
-            if len(cusums) == len(streams):
-                for stream, hits in zip(streams, update_columns(cusums, values), strict=True):
-                    alarms += stream.record(hits, times, n)
+            if cusums is not None:
+                for stream, hits in zip(streams, cusums.update(values), strict=True):
+                    if hits.size:
+                        alarms += stream.record(hits, times, n)
+                    else:
+                        stream.samples += n
             else:
                 for j, stream in enumerate(streams):
                     alarms += stream.feed(values[:, j], times)

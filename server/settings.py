@@ -83,8 +83,8 @@ class MonitoringSettings(BaseModel):
         gt=0,
         le=1,
         description="Most of the event loop's time the detectors may use (they run on it in short steps); "
-        "halved while the loop is saturated with requests. Beyond it observations wait or are dropped "
-        "(counted in sluice_monitoring_observations_dropped_total).",
+        "cut to 30 % of it while the loop is saturated with requests. Beyond it observations wait or are "
+        "dropped (counted in sluice_monitoring_observations_dropped_total).",
     )
     max_queued_rows: int = Field(
         100_000, ge=1, description="Input rows waiting for the monitor; beyond it observations are dropped."
