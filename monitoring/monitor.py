@@ -182,7 +182,10 @@ class Monitor:
         queue = self._queue
         while True:
             try:
-                first = await asyncio.wait_for(queue.get(), self.sweep_interval_s)
+                # Not asyncio.wait_for: on 3.11 it can swallow a cancel that lands as the queue yields an
+                # item, and stop() then waited for ever (test_rollouts_e2e hung at teardown 1 run in 3).
+                async with asyncio.timeout(self.sweep_interval_s):
+                    first = await queue.get()
             except TimeoutError:
                 self._sweep()
                 continue
