@@ -25,7 +25,7 @@ import numpy as np
 from monitoring.calibration import per_detector_arl
 from monitoring.reference import NumericReference
 from monitoring.streams import MIN_RATE, Alarm, Stream, mean_stream, rate_stream, standardize
-from monitoring.version import Layout, WatchOptions
+from monitoring.version import Layout, WatchOptions, row_scores
 
 #: The disagreement rate watched for: twice the reference's, and at least this much above it.
 DISAGREEMENT_STEP = 0.02
@@ -80,18 +80,13 @@ class ShadowPairs:
         name = self.layout.score_output
         if name is None or name not in pair.primary or name not in pair.shadow:
             return None
-        a, b = self._scores(pair.primary[name]), self._scores(pair.shadow[name])
+        probabilities = self.layout.score_is_probability
+        a, b = row_scores(pair.primary[name], probabilities), row_scores(pair.shadow[name], probabilities)
         if a.shape != b.shape:
             return None
         d = b - a
         kept: np.ndarray = d[np.isfinite(d)]
         return kept
-
-    def _scores(self, values: Any) -> np.ndarray:
-        s = np.asarray(values, dtype=np.float64)
-        if self.layout.score_is_probability and s.ndim == 2:
-            s = s[:, -1] if s.shape[1] <= 2 else s.max(axis=1)
-        return s.reshape(len(s), -1)[:, 0]
 
     def _collect(self, agree: np.ndarray, diff: np.ndarray) -> None:
         self._held_agree += agree.tolist()

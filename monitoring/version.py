@@ -162,6 +162,15 @@ def _joined(arrays: list[Any], convert: Callable[[Any], np.ndarray]) -> np.ndarr
     return convert(joined)
 
 
+def row_scores(values: Any, probabilities: bool) -> np.ndarray:
+    """One score per row of an output: the positive class's probability, the top one, or the value."""
+    s = np.asarray(values, dtype=np.float64)
+    if probabilities and s.ndim == 2:
+        s = s[:, -1] if s.shape[1] <= 2 else s.max(axis=1)
+    scores: np.ndarray = s.reshape(len(s), -1)[:, 0]
+    return scores
+
+
 def _text(values: np.ndarray) -> np.ndarray:
     if values.dtype.kind in "SO":
         return np.array(
@@ -558,11 +567,7 @@ class VersionMonitor:
         return alarms
 
     def _scores(self, values: Any) -> np.ndarray:
-        """One score per row of an output: the positive class's probability, the top one, or the value."""
-        s = np.asarray(values, dtype=np.float64)
-        if self.layout.score_is_probability and s.ndim == 2:
-            s = s[:, -1] if s.shape[1] <= 2 else s.max(axis=1)
-        return s.reshape(len(s), -1)[:, 0]
+        return row_scores(values, self.layout.score_is_probability)
 
     def _feed_health(self, chunk: Sequence[Observation]) -> list[Alarm]:
         if not chunk:

@@ -91,25 +91,19 @@ def test_serve_answers_and_sigterm_drains_in_flight_requests(repository: Path) -
         httpx.get(f"{url}/v2/health/live")
 
 
+def refused_start(*args: str) -> subprocess.CompletedProcess[str]:
+    """``sluice serve ARGS``, which must refuse to start with exit status 2."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "server.cli", "serve", *args], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 2, proc.stderr
+    return proc
+
+
 def test_serve_refuses_a_broken_config_with_the_key_name(tmp_path: Path, repository: Path) -> None:
     config = tmp_path / "sluice.yaml"
     config.write_text("max_body_byte: 10\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--repository",
-            str(repository),
-            "--config",
-            str(config),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
+    proc = refused_start("--repository", str(repository), "--config", str(config))
     assert "unknown key 'max_body_byte'" in proc.stderr
     assert "Traceback" not in proc.stderr
 
@@ -126,22 +120,7 @@ def test_serve_refuses_a_broken_rollouts_file(
 ) -> None:
     rollouts = tmp_path / "rollouts.yaml"
     rollouts.write_text(text)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "server.cli",
-            "serve",
-            "--repository",
-            str(repository),
-            "--rollout",
-            str(rollouts),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
-    assert proc.returncode == 2
+    proc = refused_start("--repository", str(repository), "--rollout", str(rollouts))
     assert proc.stderr.startswith(f"sluice: {rollouts}") and message in proc.stderr
     assert "Traceback" not in proc.stderr
 
