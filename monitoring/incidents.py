@@ -27,7 +27,7 @@ class Incident:
 
     model: str
     version: int
-    kind: str  # drift | prediction | latency | errors
+    kind: str  # drift | prediction | latency | errors | shadow
     subject: str  # the feature name, or the kind for non-feature subjects
     started_at: float
     started_wall: float
@@ -81,8 +81,20 @@ class Incidents:
         self._starts: dict[tuple[str, int], list[tuple[float, str]]] = {}
         self._on_change = on_change
 
-    def alarm(self, model: str, version: int, kind: str, subject: str, signal: str, at: float) -> Incident:
-        """Record an alarm raised at monotonic time ``at``; returns its incident (new or ongoing)."""
+    def alarm(
+        self,
+        model: str,
+        version: int,
+        kind: str,
+        subject: str,
+        signal: str,
+        at: float,
+        *,
+        count: int = 1,
+        last_at: float | None = None,
+    ) -> Incident:
+        """Record an alarm raised at monotonic time ``at`` (or ``count`` of one stream, the last at
+        ``last_at``); returns its incident (new or ongoing)."""
         key = (model, version, kind, subject)
         found = self._open.get(key)
         if found is None:
@@ -95,9 +107,9 @@ class Incidents:
             )
             if self._on_change is not None:
                 self._on_change(found, "started")
-        found.alarms += 1
+        found.alarms += count
         found.signals.add(signal)
-        found.last_alarm_at = max(found.last_alarm_at, at)
+        found.last_alarm_at = max(found.last_alarm_at, at if last_at is None else last_at)
         return found
 
     def sweep(self, now: float | None = None) -> list[Incident]:

@@ -236,8 +236,7 @@ class Monitor:
                     break
                 if alarms:
                     with self._incidents_lock:
-                        for alarm in alarms:
-                            self._record(vm, alarm)
+                        self._record(vm, alarms)
                 await asyncio.sleep(self._rest_after(started, time.perf_counter()))
 
     def _rest_after(self, started: float, now: float) -> float:
@@ -264,16 +263,31 @@ class Monitor:
         """Whether the steps find the loop saturated (and run on ``SATURATED_SHARE`` of ``cpu_share``)."""
         return self._lag_s > SATURATED_LAG_S
 
-    def _record(self, vm: Target, alarm: Alarm) -> None:
-        s = alarm.stream
+    def _record(self, vm: Target, alarms: list[Alarm]) -> None:
+        """Count a step's alarms into metrics and incidents, once per stream.
+
+        A drifted stream alarms every few samples (detectors restart after each alarm), so a step can
+        hold hundreds: per alarm, this was most of the monitor's time exactly while something drifted.
+        """
+        by_stream: dict[int, list[Any]] = {}
+        for alarm in alarms:
+            seen = by_stream.get(id(alarm.stream))
+            if seen is None:
+                by_stream[id(alarm.stream)] = [alarm.stream, 1, alarm.at, alarm.at]
+            else:
+                seen[1] += 1
+                seen[3] = max(seen[3], alarm.at)
         m, labels = self.metrics, (vm.model, str(vm.version))
-        if s.kind == "drift":
-            m.child(m.drift_alarms, *labels, s.subject, s.signal).inc()
-        elif s.kind == "prediction":
-            m.child(m.prediction_alarms, *labels, s.signal).inc()
-        else:
-            m.child(m.anomaly_alarms, *labels, s.signal).inc()
-        self.incidents_log.alarm(vm.model, vm.version, s.kind, s.subject, s.signal, alarm.at)
+        for s, count, first_at, last_at in by_stream.values():
+            if s.kind == "drift":
+                m.child(m.drift_alarms, *labels, s.subject, s.signal).inc(count)
+            elif s.kind == "prediction":
+                m.child(m.prediction_alarms, *labels, s.signal).inc(count)
+            else:
+                m.child(m.anomaly_alarms, *labels, s.signal).inc(count)
+            self.incidents_log.alarm(
+                vm.model, vm.version, s.kind, s.subject, s.signal, first_at, count=count, last_at=last_at
+            )
 
     def _on_incident(self, incident: Incident, change: str) -> None:
         m, labels = self.metrics, (incident.model, str(incident.version))

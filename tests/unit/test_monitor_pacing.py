@@ -40,3 +40,21 @@ def test_a_saturated_loop_halves_the_share_and_recovers() -> None:
 def test_a_full_share_never_rests() -> None:
     monitor = Monitor(Metrics(), cpu_share=1.0)
     assert run_steps(monitor, busy_s=0.001, late_s=0.01, steps=5) == [0.0] * 5
+
+
+def test_a_steps_alarms_are_counted_once_per_stream() -> None:
+    from monitoring.cusum import CUSUM
+    from monitoring.streams import Alarm, Stream
+
+    monitor = Monitor(Metrics(), clock=lambda: 100.0)
+    mean = Stream("drift", "f1", "mean", CUSUM())
+    variance = Stream("drift", "f1", "variance", CUSUM())
+    target = type("Target", (), {"model": "m", "version": 1})()
+    alarms = [Alarm(mean, i, 10.0 + i) for i in range(5)] + [Alarm(variance, 7, 30.0)]
+    monitor._record(target, alarms)  # type: ignore[arg-type]
+    (incident,) = monitor.incidents_log.of("m", 1)
+    assert incident.alarms == 6 and incident.signals == {"mean", "variance"}
+    assert incident.started_at == 10.0 and incident.last_alarm_at == 30.0
+    text = monitor.metrics.exposition().decode()
+    assert 'sluice_drift_alarms_total{feature="f1",model="m",signal="mean",version="1"} 5.0' in text
+    assert 'sluice_drift_alarms_total{feature="f1",model="m",signal="variance",version="1"} 1.0' in text
