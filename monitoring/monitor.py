@@ -63,7 +63,7 @@ class Monitor:
         self.cpu_share = cpu_share
         self._next_step_at = 0.0  # perf_counter time before which the next step rests (see _process)
         self._in_progress = 0  # observations of the chunk being fed, step by step
-        self._lag_s = 0.0  # how late steps start, smoothed: the loop's congestion (see _rest_after)
+        self._lag_s = 0.0  # how late steps start, smoothed: the loop's congestion (see pace)
         self.max_queued_rows = max_queued_rows
         self._queued_rows = 0
         self.chunk_size = chunk_size
@@ -237,9 +237,9 @@ class Monitor:
                 if alarms:
                     with self._incidents_lock:
                         self._record(vm, alarms)
-                await asyncio.sleep(self._rest_after(started, time.perf_counter()))
+                await asyncio.sleep(self.pace(started, time.perf_counter()))
 
-    def _rest_after(self, started: float, now: float) -> float:
+    def pace(self, started: float, now: float) -> float:
         """Seconds to rest after a step that ran from ``started`` to ``now``, to stay within the share.
 
         The rest is ``busy * (1 - share) / share``: a request that arrives during a step waits for that
@@ -319,7 +319,7 @@ class Monitor:
         body["watched"] = True
         # Queued, or taken and not yet through every step (a snapshot can come between two steps).
         body["pending"] = (0 if self._queue is None else self._queue.qsize()) + self._in_progress
-        body["saturated"] = self.saturated  # the detectors run on a reduced share (see _rest_after)
+        body["saturated"] = self.saturated  # the detectors run on a reduced share (see pace)
         with self._incidents_lock:
             open_by_subject = {(i.kind, i.subject) for i in self.incidents_log.open_of(model, version)}
             history = [i.to_json(now) for i in reversed(self.incidents_log.of(model, version))]

@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+import numpy as np
 import pytest
 
 from monitoring.metrics import Metrics
 from monitoring.monitor import SATURATED_LAG_S, SATURATED_SHARE, Monitor
+from monitoring.version import Layout, WatchOptions
+from tests.unit.test_detector_batches import FEATURES, _profile
 
 
 def run_steps(monitor: Monitor, busy_s: float, late_s: float, steps: int) -> list[float]:
@@ -14,7 +20,7 @@ def run_steps(monitor: Monitor, busy_s: float, late_s: float, steps: int) -> lis
     for _ in range(steps):
         started = now
         now = started + busy_s
-        rest = monitor._rest_after(started, now)
+        rest = monitor.pace(started, now)
         rests.append(rest)
         now += rest + late_s
     return rests
@@ -42,19 +48,36 @@ def test_a_full_share_never_rests() -> None:
     assert run_steps(monitor, busy_s=0.001, late_s=0.01, steps=5) == [0.0] * 5
 
 
-def test_a_steps_alarms_are_counted_once_per_stream() -> None:
-    from monitoring.cusum import CUSUM
-    from monitoring.streams import Alarm, Stream
+def test_a_drifted_streams_alarms_are_all_counted_in_metrics_and_its_incident() -> None:
+    """A drifted stream alarms every few rows; the counts must survive being recorded per stream."""
+    rng = np.random.default_rng(3)
+    layout = Layout.from_signature([("x", "FP32", (-1, len(FEATURES)), FEATURES)], [])
 
-    monitor = Monitor(Metrics(), clock=lambda: 100.0)
-    mean = Stream("drift", "f1", "mean", CUSUM())
-    variance = Stream("drift", "f1", "variance", CUSUM())
-    target = type("Target", (), {"model": "m", "version": 1})()
-    alarms = [Alarm(mean, i, 10.0 + i) for i in range(5)] + [Alarm(variance, 7, 30.0)]
-    monitor._record(target, alarms)  # type: ignore[arg-type]
-    (incident,) = monitor.incidents_log.of("m", 1)
-    assert incident.alarms == 6 and incident.signals == {"mean", "variance"}
-    assert incident.started_at == 10.0 and incident.last_alarm_at == 30.0
+    async def main() -> tuple[Monitor, dict[str, Any]]:
+        monitor = Monitor(Metrics(), cpu_share=1.0)
+        await monitor.watch("m", 1, layout, _profile(rng), WatchOptions())
+        await monitor.start()
+        for _ in range(300):
+            x = rng.normal(size=(10, len(FEATURES))).astype(np.float32)
+            x[:, 2] += 3.0  # far off: the mean CUSUM alarms every few rows
+            monitor.observe("m", 1, {"x": x}, None, 0.005, False)
+        for _ in range(1000):  # bounded: the background task drains the queue
+            body = monitor.snapshot("m", 1)
+            if body["pending"] == 0 and body["observed"]["rows"] == 3000:
+                break
+            await asyncio.sleep(0.01)
+        await monitor.stop()
+        return monitor, body
+
+    monitor, body = asyncio.run(main())
+    detectors = body["features"]["x2"]["detectors"]
+    alarms = {d["signal"]: d["alarms"] for d in detectors}
+    assert alarms["mean"] > 50  # dense: many alarms per chunk
+    (incident,) = body["incidents"]
+    assert incident["subject"] == "x2" and incident["alarms"] == sum(alarms.values())
     text = monitor.metrics.exposition().decode()
-    assert 'sluice_drift_alarms_total{feature="f1",model="m",signal="mean",version="1"} 5.0' in text
-    assert 'sluice_drift_alarms_total{feature="f1",model="m",signal="variance",version="1"} 1.0' in text
+    for signal, count in alarms.items():
+        line = (
+            f'sluice_drift_alarms_total{{feature="x2",model="m",signal="{signal}",version="1"}} {count:.1f}'
+        )
+        assert (line in text) == (count > 0), line
