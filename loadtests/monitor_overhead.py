@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
+from monitoring.layout import Layout, WatchOptions
 from monitoring.metrics import Metrics
 from monitoring.monitor import Monitor
-from monitoring.version import Layout, WatchOptions
 
 CALLS = 100_000
 

@@ -27,8 +27,9 @@ import numpy as np
 from river import drift
 from river.datasets import synth
 
+from monitoring.layout import Layout, Observation, WatchOptions
 from monitoring.streams import Alarm
-from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
+from monitoring.version import VersionMonitor
 
 FEATURES = ("x0", "x1", "x2", "x3")
 SHARES = {"a": 0.3, "b": 0.3, "c": 0.25, "d": 0.15}

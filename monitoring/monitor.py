@@ -20,10 +20,11 @@ from collections.abc import Callable
 from typing import Any
 
 from monitoring.incidents import Incident, Incidents
+from monitoring.layout import Layout, Observation, WatchOptions
 from monitoring.metrics import Metrics
 from monitoring.shadow import Pair, ShadowPairs
 from monitoring.streams import Alarm
-from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
+from monitoring.version import VersionMonitor
 
 log = logging.getLogger("sluice.monitoring")
 

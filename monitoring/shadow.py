@@ -23,9 +23,9 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from monitoring.calibration import per_detector_arl
+from monitoring.layout import Layout, WatchOptions, row_scores
 from monitoring.reference import NumericReference
 from monitoring.streams import MIN_RATE, Alarm, Stream, mean_stream, rate_stream, standardize
-from monitoring.version import Layout, WatchOptions, row_scores
 
 #: The disagreement rate watched for: twice the reference's, and at least this much above it.
 DISAGREEMENT_STEP = 0.02

@@ -13,12 +13,13 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from itertools import repeat
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from monitoring.calibration import per_detector_arl
 from monitoring.cusum import CUSUM, CUSUMBank
+from monitoring.layout import FeatureSource, Layout, Observation, WatchOptions, row_scores
 from monitoring.reference import CategoricalReference, NumericReference
 from monitoring.streams import (
     TAIL_LIFT,
@@ -39,88 +40,7 @@ from monitoring.windows import Window
 
 #: Categories of one feature watched one by one (the most frequent); the rest only through "unseen".
 MAX_TRACKED_CATEGORIES = 10
-#: Features watched per version at most (metric labels stay bounded).
-MAX_FEATURES = 64
-
 _NO_OUTPUTS: dict[str, np.ndarray] = {}
-
-
-class Observation(NamedTuple):
-    """What the hot path hands over for one finished request."""
-
-    inputs: dict[str, np.ndarray] | None
-    outputs: dict[str, np.ndarray] | None
-    latency_s: float
-    error: bool
-    at: float  # monotonic time
-
-
-@dataclass(frozen=True)
-class FeatureSource:
-    """Where one feature's values are: a column of a 2-D input, or a whole 1-D input."""
-
-    name: str
-    input: str
-    column: int | None = None
-    categorical: bool = False
-
-
-@dataclass(frozen=True)
-class Layout:
-    """Where a version's features and predictions are in its inputs and outputs."""
-
-    features: tuple[FeatureSource, ...]
-    score_output: str | None = None
-    score_is_probability: bool = True
-    label_output: str | None = None
-    class_labels: tuple[str, ...] = ()
-
-    @classmethod
-    def from_signature(
-        cls,
-        inputs: Sequence[tuple[str, str, Sequence[int], Sequence[str]]],
-        outputs: Sequence[tuple[str, str]],
-        class_labels: Sequence[Any] | None = None,
-        *,
-        only: Sequence[str] | None = None,
-        categorical: Sequence[str] = (),
-    ) -> Layout:
-        """From ``(name, datatype, shape, feature names)`` per input and ``(name, role)`` per output."""
-        features: list[FeatureSource] = []
-        for name, datatype, shape, names in inputs:
-            is_text = datatype == "BYTES"
-            if len(shape) == 2 and shape[1] > 0:
-                cols = list(names) if len(names) == shape[1] else [f"{name}[{j}]" for j in range(shape[1])]
-                features += [
-                    FeatureSource(c, name, j, is_text or c in categorical) for j, c in enumerate(cols)
-                ]
-            elif len(shape) <= 1 or (len(shape) == 2 and shape[1] == 1):
-                feature = names[0] if len(names) == 1 else name
-                features.append(FeatureSource(feature, name, None, is_text or feature in categorical))
-        if only is not None:
-            wanted = set(only)
-            features = [f for f in features if f.name in wanted]
-        roles = {role: name for name, role in outputs}
-        score = roles.get("probabilities") or roles.get("value")
-        return cls(
-            features=tuple(features[:MAX_FEATURES]),
-            score_output=score,
-            score_is_probability="probabilities" in roles,
-            label_output=roles.get("label"),
-            class_labels=tuple(str(c) for c in class_labels or ()),
-        )
-
-
-@dataclass
-class WatchOptions:
-    """How one version is watched (the gateway fills it from the model's ``monitoring:`` config)."""
-
-    sample_rate: float = 1.0
-    target_false_alarms_per_100k: float = 10.0
-    reference_size: int = 2000
-    window_rows: int = 1000
-    #: Watch each numeric feature's share of missing values (NaN): for models that accept them.
-    watch_missing: bool = False
 
 
 #: Numeric feature rows held before their windows are updated (see VersionMonitor._feed_numeric).
@@ -160,15 +80,6 @@ def _joined(arrays: list[Any], convert: Callable[[Any], np.ndarray]) -> np.ndarr
     except (ValueError, TypeError):  # shapes or types that differ between requests
         return np.concatenate([convert(a) for a in arrays])
     return convert(joined)
-
-
-def row_scores(values: Any, probabilities: bool) -> np.ndarray:
-    """One score per row of an output: the positive class's probability, the top one, or the value."""
-    s = np.asarray(values, dtype=np.float64)
-    if probabilities and s.ndim == 2:
-        s = s[:, -1] if s.shape[1] <= 2 else s.max(axis=1)
-    scores: np.ndarray = s.reshape(len(s), -1)[:, 0]
-    return scores
 
 
 def _text(values: np.ndarray) -> np.ndarray:

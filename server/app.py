@@ -22,9 +22,9 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
+from monitoring.layout import Layout, WatchOptions
 from monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from monitoring.monitor import Monitor
-from monitoring.version import Layout, WatchOptions
 from server.endpoint import InferenceEndpoint, error_response
 from server.errors import SluiceError
 from server.registry import CONFIG_FILE, ModelRegistry, ModelVersion

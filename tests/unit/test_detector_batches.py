@@ -15,7 +15,8 @@ import pytest
 
 from monitoring.bernoulli import BernoulliCUSUM
 from monitoring.cusum import BLOCK, CUSUM, DENSE, update_columns, update_each
-from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
+from monitoring.layout import Layout, Observation, WatchOptions
+from monitoring.version import VersionMonitor
 
 Draw = Callable[[np.random.Generator, int], np.ndarray]
 

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitoring.version import Layout, Observation, VersionMonitor, WatchOptions
+from monitoring.layout import Layout, Observation, WatchOptions
+from monitoring.version import VersionMonitor
 from tests.unit.test_detector_batches import FEATURES, _profile
 
 
