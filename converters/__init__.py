@@ -1,6 +1,6 @@
 """Framework model -> ONNX + manifest (+ reference profile), parity-checked; behind ``sluice convert``.
 
-Never imports the web stack: only ``server.manifest``, ``server.errors`` and ``server.datatypes``.
+Never imports the web stack: only ``sluice.converters.artifact.manifest``, ``sluice.converters.artifact.errors`` and ``sluice.converters.artifact.datatypes``.
 
     >>> from pathlib import Path
     >>> import tempfile

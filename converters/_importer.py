@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import ConversionError
-from server.manifest import Manifest
+from sluice.converters.artifact.errors import ConversionError
+from sluice.converters.artifact.manifest import Manifest
 
 from . import _onnx, _repository
 from ._conversion import ConversionResult, _finish

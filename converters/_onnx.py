@@ -11,9 +11,9 @@ from typing import Any
 
 import numpy as np
 
-from server.datatypes import ONNX_TO_V2
-from server.errors import ConversionError
-from server.manifest import TensorSpec
+from sluice.converters.artifact.datatypes import ONNX_TO_V2
+from sluice.converters.artifact.errors import ConversionError
+from sluice.converters.artifact.manifest import TensorSpec
 
 from ._sklearn import short_cause
 

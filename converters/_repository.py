@@ -16,8 +16,8 @@ import shutil
 import tempfile
 from pathlib import Path
 
-from server.errors import ConversionError
-from server.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
+from sluice.converters.artifact.errors import ConversionError
+from sluice.converters.artifact.manifest import MANIFEST_FILE, MODEL_FILE, Manifest
 
 _SAFE_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
 _MAX_NAME = 128

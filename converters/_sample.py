@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import ConversionError
+from sluice.converters.artifact.errors import ConversionError
 
 from ._sklearn import short_cause
 

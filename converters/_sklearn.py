@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import ConversionError
+from sluice.converters.artifact.errors import ConversionError
 
 #: ONNX opsets we emit. 17 is skl2onnx's best-tested default domain opset and loads on every
 #: onnxruntime the gateway accepts (>= 1.18); ai.onnx.ml 3 is what the tree converters target.

@@ -10,7 +10,7 @@ from __future__ import annotations
 from functools import cache
 from typing import Any
 
-from server.errors import ConversionError
+from sluice.converters.artifact.errors import ConversionError
 
 #: Optional boosters: (module, class, task, skl2onnx alias). Registered once, when importable.
 _BOOSTERS = (

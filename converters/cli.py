@@ -3,7 +3,7 @@
 ``MODEL`` is a joblib/pickle file (converted, parity-checked) or an ``.onnx`` file (imported: validated,
 signature read, manifest written).
 
-``server.cli`` owns the ``sluice`` command and hands this sub-command its parser (``add_arguments``) and
+``sluice.server.cli`` owns the ``sluice`` command and hands this sub-command its parser (``add_arguments``) and
 its parsed arguments (``run``). Progress goes to stderr; the parity table and the final line to stdout.
 Exit codes: 0 converted (or dry run passed), 2 a user error (bad file, unsupported model, failed parity).
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from server.errors import ConversionError
+from sluice.converters.artifact.errors import ConversionError
 
 from . import ConversionResult, Tolerance, convert, import_onnx
 from ._sklearn import short_cause, synthetic_sample

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from server.errors import ConversionError
-from server.manifest import MANIFEST_FILE, MODEL_FILE
+from sluice.converters.artifact.errors import ConversionError
+from sluice.converters.artifact.manifest import MANIFEST_FILE, MODEL_FILE
 
 from ._conversion import convert
 

@@ -153,7 +153,7 @@ def ort_limit(model: str, rows: int, budget_s: float = 1.0) -> tuple[float, floa
 
 def gateway(name: str, repository: Path, env: dict[str, str] | None = None, model: str = "logreg") -> Server:
     port = free_port()
-    command = [sys.executable, "-m", "server.cli", "serve", "--repository", str(repository)]
+    command = [sys.executable, "-m", "sluice.server.cli", "serve", "--repository", str(repository)]
     # info, not warning: uvicorn's readiness line is an info record. The access log stays off (default).
     command += ["--port", str(port), "--log-level", "info"]
     return Server(name, command, port, env=env, ready_path=f"/v2/models/{model}/ready")
@@ -473,7 +473,7 @@ class Bench:
         return result
 
     def p5(self) -> Result:
-        from server.settings import Settings
+        from sluice.server.settings import Settings
 
         result = Result("P5", "Monitoring on vs off", ">= 0.90")
         if "monitoring" not in Settings.model_fields:
@@ -505,7 +505,7 @@ class Bench:
     def p6(self) -> Result:
         result = Result("P6", "`--workers 2` vs 1, `logreg`, c = 64", "reported")
         help_text = subprocess.run(
-            [sys.executable, "-m", "server.cli", "serve", "--help"],
+            [sys.executable, "-m", "sluice.server.cli", "serve", "--help"],
             capture_output=True,
             text=True,
             timeout=60,

@@ -1,7 +1,7 @@
 """The three benchmark models of ``shared/design/performance.md``, converted into a cached repository.
 
 All three are fitted on ``make_classification(n_samples=20000, n_features=32, n_informative=12,
-random_state=0)`` cast to float32, and written with ``converters.convert`` (parity-checked ONNX +
+random_state=0)`` cast to float32, and written with ``sluice.converters.convert`` (parity-checked ONNX +
 manifest) into ``loadtests/.work/models``. A model already there is reused.
 
 - ``logreg``: StandardScaler + LogisticRegression (tiny: a few microseconds per single-row call);
@@ -75,7 +75,7 @@ def build(
     """Fit and convert every model of ``names`` not yet in ``repository``; returns the repository."""
     from sklearn.exceptions import ConvergenceWarning
 
-    from converters import convert
+    from sluice.converters import convert
 
     say = progress or (lambda _message: None)
     repository.mkdir(parents=True, exist_ok=True)

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from monitoring.layout import Layout, WatchOptions
-from monitoring.metrics import Metrics
-from monitoring.monitor import Monitor
+from sluice.monitoring.layout import Layout, WatchOptions
+from sluice.monitoring.metrics import Metrics
+from sluice.monitoring.monitor import Monitor
 
 CALLS = 100_000
 

@@ -8,9 +8,9 @@ ADWIN need thousands of samples; the Bernoulli CUSUM accumulates the log-likelih
 
 and raises an alarm when ``S_t`` exceeds ``threshold``. With ``p1 < p0`` it watches for a drop instead.
 Because the increments are a log-likelihood ratio, the average run length without change grows as
-``exp(threshold)`` (Wald), which is what ``monitoring.calibration`` relies on.
+``exp(threshold)`` (Wald), which is what ``sluice.monitoring.calibration`` relies on.
 
-``update_many`` feeds a whole array in one call, with the closed form of ``monitoring.cusum`` (and its
+``update_many`` feeds a whole array in one call, with the closed form of ``sluice.monitoring.cusum`` (and its
 note on rounding: the sums agree with ``update``'s to about 1e-12).
 """
 
@@ -22,7 +22,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from river import base
 
-from monitoring.cusum import DENSE, lindley_run
+from sluice.monitoring.cusum import DENSE, lindley_run
 
 
 class BernoulliCUSUM(base.BinaryDriftDetector):
@@ -40,7 +40,7 @@ class BernoulliCUSUM(base.BinaryDriftDetector):
     Examples
     --------
     >>> import random
-    >>> from monitoring.bernoulli import BernoulliCUSUM
+    >>> from sluice.monitoring.bernoulli import BernoulliCUSUM
 
     An error rate that creeps from 0.1 % to 0.5 %:
 
@@ -95,7 +95,7 @@ class BernoulliCUSUM(base.BinaryDriftDetector):
         >>> alarms = detector.update_many(stream)
         >>> alarms.tolist()
         [21693, 22955, 24423]
-        >>> from monitoring.cusum import update_each
+        >>> from sluice.monitoring.cusum import update_each
         >>> update_each(BernoulliCUSUM(p0=0.001, p1=0.005, threshold=6.0), stream.tolist()).tolist()
         [21693, 22955, 24423]
         """

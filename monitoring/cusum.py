@@ -8,7 +8,7 @@ already z-scored against the reference), with the classic recursions
     S+_t = max(0, S+_{t-1} + (x_t - mu0) - k)        S-_t = max(0, S-_{t-1} - (x_t - mu0) - k)
 
 and an alarm when either sum exceeds ``threshold``. ``k`` is half the shift it is tuned for (in the
-stream's units); ``threshold`` is set by calibration (see ``monitoring.calibration``), not by hand.
+stream's units); ``threshold`` is set by calibration (see ``sluice.monitoring.calibration``), not by hand.
 
 ``update_many`` feeds a whole array in one call: the monitor's per-value Python loop over 60-odd streams
 was most of its cost. It runs Lindley's recursion in closed form (``lindley_run``, shared with
@@ -29,7 +29,7 @@ import numpy as np
 from numpy.typing import ArrayLike
 from river import base
 
-from monitoring.calibration import Detector
+from sluice.monitoring.calibration import Detector
 
 #: Longest run of increments summed in one pass: keeps the cumulative sums, and their rounding, small.
 BLOCK = 4096
@@ -52,7 +52,7 @@ def lindley_run(
     those have taken since their last restart.
 
     A pass is Lindley's recursion in closed form, ``S_t = C_t - min(-S_0, min_{s<=t} C_s)`` with ``C``
-    the cumulative sum since the pass began, as in ``monitoring.calibration.cusum_alarms``. Dense alarms,
+    the cumulative sum since the pass began, as in ``sluice.monitoring.calibration.cusum_alarms``. Dense alarms,
     and passes with a value that is not finite (a NaN sets a sum to 0, which the closed form cannot say),
     go value by value instead.
 
@@ -174,7 +174,7 @@ class CUSUM(base.DriftDetector):
     Examples
     --------
     >>> import random
-    >>> from monitoring.cusum import CUSUM
+    >>> from sluice.monitoring.cusum import CUSUM
 
     >>> rng = random.Random(7)
     >>> detector = CUSUM(k=0.25, threshold=12.0)

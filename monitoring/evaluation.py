@@ -1,7 +1,7 @@
 """Detector-level evaluation over the scenarios of monitoring.md (S0-S8), seeded and runnable by anyone.
 
-    python -m monitoring.evaluation          # fast mode (the test suite runs it), a few seconds
-    python -m monitoring.evaluation --full   # the table in docs/monitoring.md, a few minutes on one core
+    python -m sluice.monitoring.evaluation          # fast mode (the test suite runs it), a few seconds
+    python -m sluice.monitoring.evaluation --full   # the table in docs/monitoring.md, a few minutes on one core
 
 Every scenario drives ``VersionMonitor`` (the code the gateway runs) with synthetic traffic: a model with
 four N(0,1) features ``x0..x3``, one categorical ``c`` (shares a .3, b .3, c .25, d .15), a probability
@@ -27,9 +27,9 @@ import numpy as np
 from river import drift
 from river.datasets import synth
 
-from monitoring.layout import Layout, Observation, WatchOptions
-from monitoring.streams import Alarm
-from monitoring.version import VersionMonitor
+from sluice.monitoring.layout import Layout, Observation, WatchOptions
+from sluice.monitoring.streams import Alarm
+from sluice.monitoring.version import VersionMonitor
 
 FEATURES = ("x0", "x1", "x2", "x3")
 SHARES = {"a": 0.3, "b": 0.3, "c": 0.25, "d": 0.15}

@@ -157,7 +157,7 @@ class Metrics:
             # version says so (the minimum), so one worker that unloaded it shows 0.
             multiprocess_mode="livemin",
         )
-        # ----- rollouts and shadows (server.traffic, server.shadowing) -----
+        # ----- rollouts and shadows (sluice.server.traffic, server.shadowing) -----
         self.rollout_weight = Gauge(
             "sluice_rollout_weight_percent",
             "Percent of a model's routed traffic each version receives now.",
@@ -226,7 +226,7 @@ class Metrics:
             buckets=(1e-7, 1e-6, 1e-5, 1e-4, 1e-3, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0),
             registry=r,
         )
-        # ----- monitoring (monitoring.monitor): bounded by model, version, feature and signal -----
+        # ----- monitoring (sluice.monitoring.monitor): bounded by model, version, feature and signal -----
         self.drift_alarms = Counter(
             "sluice_drift_alarms",
             "Drift alarms on an input feature, by signal (mean, variance, share, unseen, missing).",

@@ -19,12 +19,12 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from monitoring.incidents import Incident, Incidents
-from monitoring.layout import Layout, Observation, WatchOptions
-from monitoring.metrics import Metrics
-from monitoring.shadow import Pair, ShadowPairs
-from monitoring.streams import Alarm
-from monitoring.version import VersionMonitor
+from sluice.monitoring.incidents import Incident, Incidents
+from sluice.monitoring.layout import Layout, Observation, WatchOptions
+from sluice.monitoring.metrics import Metrics
+from sluice.monitoring.shadow import Pair, ShadowPairs
+from sluice.monitoring.streams import Alarm
+from sluice.monitoring.version import VersionMonitor
 
 log = logging.getLogger("sluice.monitoring")
 

@@ -1,6 +1,6 @@
 """Paired shadow streams: how a shadow version's answers differ from the primary's, request by request.
 
-A shadow runs a copy of a request beside the primary (``server.shadowing``), and the rollout gate judges
+A shadow runs a copy of a request beside the primary (``sluice.server.shadowing``), and the rollout gate judges
 its disagreement rate against a fixed limit. What a fixed limit cannot see is the relationship between the
 two versions *changing*: two models that agreed on 98 % of requests at first and now agree on 90 %,
 because traffic moved into a region where they differ. So each shadow version gets two derived streams of
@@ -12,7 +12,7 @@ pairs, both against its own first ``reference_size`` pairs:
 | paired score difference per row (shadow - primary), standardised | two-sided ``CUSUM`` on its mean |
 
 The score is the version's prediction score (positive-class probability, top probability, or value), as
-``monitoring.version`` takes it. Alarms are incidents of kind ``shadow``.
+``sluice.monitoring.version`` takes it. Alarms are incidents of kind ``shadow``.
 """
 
 from __future__ import annotations
@@ -22,10 +22,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from monitoring.calibration import per_detector_arl
-from monitoring.layout import Layout, WatchOptions, row_scores
-from monitoring.reference import NumericReference
-from monitoring.streams import MIN_RATE, Alarm, Stream, mean_stream, rate_stream, standardize
+from sluice.monitoring.calibration import per_detector_arl
+from sluice.monitoring.layout import Layout, WatchOptions, row_scores
+from sluice.monitoring.reference import NumericReference
+from sluice.monitoring.streams import MIN_RATE, Alarm, Stream, mean_stream, rate_stream, standardize
 
 #: The disagreement rate watched for: twice the reference's, and at least this much above it.
 DISAGREEMENT_STEP = 0.02

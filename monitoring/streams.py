@@ -15,7 +15,7 @@ Mean-change detectors miss what they are not fed (monitoring.md), so each signal
 | errors | error bit | ``BernoulliCUSUM`` |
 
 ``z`` is clipped to +-8 so one absurd value cannot raise an alarm alone. Every threshold comes from
-``monitoring.calibration``; calibrations are cached by what they depend on, so versions with the same
+``sluice.monitoring.calibration``; calibrations are cached by what they depend on, so versions with the same
 reference (and the evaluation's many seeds) calibrate once.
 """
 
@@ -31,8 +31,8 @@ from typing import Any
 import numpy as np
 from river import drift
 
-from monitoring.bernoulli import BernoulliCUSUM
-from monitoring.calibration import (
+from sluice.monitoring.bernoulli import BernoulliCUSUM
+from sluice.monitoring.calibration import (
     Detector,
     bernoulli_threshold,
     calibrate,
@@ -40,8 +40,8 @@ from monitoring.calibration import (
     replay_alarms,
     wald_theta,
 )
-from monitoring.cusum import CUSUM, update_each
-from monitoring.reference import NumericReference
+from sluice.monitoring.cusum import CUSUM, update_each
+from sluice.monitoring.reference import NumericReference
 
 Z_CLIP = 8.0
 #: CUSUM allowance on z: tuned for a 0.5 sigma shift.

@@ -17,11 +17,11 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.calibration import per_detector_arl
-from monitoring.cusum import CUSUM, CUSUMBank
-from monitoring.layout import FeatureSource, Layout, Observation, WatchOptions, row_scores
-from monitoring.reference import CategoricalReference, NumericReference
-from monitoring.streams import (
+from sluice.monitoring.calibration import per_detector_arl
+from sluice.monitoring.cusum import CUSUM, CUSUMBank
+from sluice.monitoring.layout import FeatureSource, Layout, Observation, WatchOptions, row_scores
+from sluice.monitoring.reference import CategoricalReference, NumericReference
+from sluice.monitoring.streams import (
     TAIL_LIFT,
     UNSEEN_P1,
     Z_CLIP,
@@ -36,7 +36,7 @@ from monitoring.streams import (
     tail_threshold,
     variance_stream,
 )
-from monitoring.windows import Window
+from sluice.monitoring.windows import Window
 
 #: Categories of one feature watched one by one (the most frequent); the rest only through "unseen".
 MAX_TRACKED_CATEGORIES = 10

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from monitoring.reference import NumericReference
+from sluice.monitoring.reference import NumericReference
 
 #: Added to every bin share so empty bins do not make PSI infinite.
 EPSILON = 1e-4

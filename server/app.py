@@ -22,17 +22,17 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
 
-from monitoring.layout import Layout, WatchOptions
-from monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
-from monitoring.monitor import Monitor
-from server.endpoint import InferenceEndpoint, error_response
-from server.errors import SluiceError
-from server.registry import CONFIG_FILE, ModelRegistry, ModelVersion
-from server.rollout_api import ROLLOUT_ROUTES
-from server.routes import ROUTES
-from server.service import InferenceService
-from server.settings import WORKER_SETTINGS_ENV, ModelConfig, Settings, settings_from_json
-from server.traffic import Traffic
+from sluice.monitoring.layout import Layout, WatchOptions
+from sluice.monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
+from sluice.monitoring.monitor import Monitor
+from sluice.server.endpoint import InferenceEndpoint, error_response
+from sluice.converters.artifact.errors import SluiceError
+from sluice.server.registry import CONFIG_FILE, ModelRegistry, ModelVersion
+from sluice.server.rollout_api import ROLLOUT_ROUTES
+from sluice.server.routes import ROUTES
+from sluice.server.service import InferenceService
+from sluice.server.settings import WORKER_SETTINGS_ENV, ModelConfig, Settings, settings_from_json
+from sluice.server.traffic import Traffic
 
 log = logging.getLogger("sluice.app")
 

@@ -31,7 +31,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from server.errors import (
+from sluice.converters.artifact.errors import (
     DeadlineExceededError,
     InternalError,
     InvalidInputError,

@@ -3,7 +3,7 @@
 Owns turning a (possibly compressed) request body into plain bytes, and one tensor's raw bytes into a
 numpy array and back: little-endian, row-major, no padding; BOOL one byte per element; BYTES as a
 4-byte little-endian length before each element. Every length here is untrusted input.
-``server.codecs`` builds the v1/v2 protocol on top of this module.
+``sluice.server.codecs`` builds the v1/v2 protocol on top of this module.
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from server.datatypes import NUMPY_DTYPES
-from server.errors import BadRequestError, BodyTooLargeError, UnsupportedMediaError
+from sluice.converters.artifact.datatypes import NUMPY_DTYPES
+from sluice.converters.artifact.errors import BadRequestError, BodyTooLargeError, UnsupportedMediaError
 
 Array = npt.NDArray[Any]
 

@@ -9,9 +9,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from server import __version__
-from server.errors import ConfigError
-from server.settings import WORKER_SETTINGS_ENV, Settings, load_settings, settings_json
+from sluice.server import __version__
+from sluice.converters.artifact.errors import ConfigError
+from sluice.server.settings import WORKER_SETTINGS_ENV, Settings, load_settings, settings_json
 
 log = logging.getLogger("sluice")
 
@@ -29,7 +29,7 @@ def serve(settings: Settings) -> None:
         return
     import uvicorn
 
-    from server.app import create_app
+    from sluice.server.app import create_app
 
     app = create_app(settings)
     uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings))).run()
@@ -62,7 +62,7 @@ def serve_workers(settings: Settings) -> None:
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from monitoring.metrics import MULTIPROC_ENV
+    from sluice.monitoring.metrics import MULTIPROC_ENV
 
     metrics_dir = tempfile.mkdtemp(prefix="sluice-metrics-")
     os.environ[MULTIPROC_ENV] = metrics_dir
@@ -70,7 +70,7 @@ def serve_workers(settings: Settings) -> None:
     log.info("%d workers, metrics shared in %s", settings.workers, metrics_dir)
     try:
         config = uvicorn.Config(
-            "server.app:create_app_from_environment",
+            "sluice.server.app:create_app_from_environment",
             factory=True,
             workers=settings.workers,
             **_uvicorn_options(settings),
@@ -115,7 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.rollout_file is not None:
         # Refuse a broken rollouts file here, with every problem in one line, rather than as a traceback
         # from the app's start-up. Versions are checked when they load: the file may name one not built yet.
-        from server.rollout_file import read_rollouts
+        from sluice.server.rollout_file import read_rollouts
 
         read_rollouts(settings.rollout_file)
     serve(settings)
@@ -128,7 +128,7 @@ def default_demo_dir() -> Path:
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
-    from converters.demo import build_demo_repository
+    from sluice.converters.demo import build_demo_repository
 
     repository: Path = args.repository or default_demo_dir()
     settings = _settings(args, repository)
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_args(p)
     p.set_defaults(func=_cmd_serve)
 
-    from server.rollout_cli import add_rollout_commands
+    from sluice.server.rollout_cli import add_rollout_commands
 
     add_rollout_commands(commands)
 
@@ -185,7 +185,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_args(p)
     p.set_defaults(func=_cmd_demo)
 
-    from converters.cli import add_arguments, run
+    from sluice.converters.cli import add_arguments, run
 
     p = commands.add_parser(
         "convert",

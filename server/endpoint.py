@@ -25,8 +25,8 @@ import orjson
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from server.codecs import InferRequest, decode_v2, decompress, encode_v2
-from server.errors import (
+from sluice.server.codecs import InferRequest, decode_v2, decompress, encode_v2
+from sluice.converters.artifact.errors import (
     BadRequestError,
     BodyTooLargeError,
     ClientDisconnectedError,
@@ -34,11 +34,11 @@ from server.errors import (
     SluiceError,
     UnsupportedMediaError,
 )
-from server.v1 import decode_v1, encode_v1
+from sluice.server.v1 import decode_v1, encode_v1
 
 if TYPE_CHECKING:
-    from server.app import Gateway
-    from server.registry import ModelVersion
+    from sluice.server.app import Gateway
+    from sluice.server.registry import ModelVersion
 
 log = logging.getLogger("sluice.endpoint")
 

@@ -22,7 +22,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from server.errors import (
+from sluice.converters.artifact.errors import (
     ConfigError,
     ModelLoadError,
     ModelNotFoundError,
@@ -30,9 +30,9 @@ from server.errors import (
     SluiceError,
     VersionNotFoundError,
 )
-from server.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, TensorSpec
-from server.runtime import OnnxRuntime
-from server.settings import BatchingSettings, ModelConfig, Settings
+from sluice.converters.artifact.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, TensorSpec
+from sluice.server.runtime import OnnxRuntime
+from sluice.server.settings import BatchingSettings, ModelConfig, Settings
 
 log = logging.getLogger("sluice.registry")
 

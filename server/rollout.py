@@ -17,9 +17,9 @@ from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
-from server.errors import BadRequestError
-from server.gates import FAIL, PASS, GateResult, combine
-from server.rollout_file import RolloutSpec, Step
+from sluice.converters.artifact.errors import BadRequestError
+from sluice.server.gates import FAIL, PASS, GateResult, combine
+from sluice.server.rollout_file import RolloutSpec, Step
 
 
 class Phase(StrEnum):

@@ -10,8 +10,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from server.errors import NotFoundError
-from server.routes import _gateway, json_response, require_admin
+from sluice.converters.artifact.errors import NotFoundError
+from sluice.server.routes import _gateway, json_response, require_admin
 
 ACTIONS = ("promote", "pause", "resume", "abort", "retry")
 

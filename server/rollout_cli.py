@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from server.errors import ConfigError
-from server.rollout_file import RolloutSpec, lint, read_rollouts
+from sluice.converters.artifact.errors import ConfigError
+from sluice.server.rollout_file import RolloutSpec, lint, read_rollouts
 
 ACTIONS = ("promote", "pause", "resume", "abort", "retry")
 

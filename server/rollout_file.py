@@ -16,8 +16,8 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from server.errors import ConfigError
-from server.settings import read_yaml
+from sluice.converters.artifact.errors import ConfigError
+from sluice.server.settings import read_yaml
 
 GATE_METRICS = ("error_rate", "latency_p99_ms", "drift", "shadow_disagreement")
 RESERVED_LABELS = ("stable", "canary")

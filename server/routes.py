@@ -1,6 +1,6 @@
 """HTTP endpoints other than inference: health, metadata, config, repository, admin and ``/metrics``.
 
-Inference itself is raw ASGI in ``server.endpoint``, in front of these Starlette routes. Every failure is
+Inference itself is raw ASGI in ``sluice.server.endpoint``, in front of these Starlette routes. Every failure is
 a ``SluiceError``; the app's handler renders it.
 """
 
@@ -15,10 +15,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from server import __version__
-from server.datatypes import triton_type
-from server.errors import (
+from sluice.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from sluice.server import __version__
+from sluice.converters.artifact.datatypes import triton_type
+from sluice.converters.artifact.errors import (
     ForbiddenError,
     NotFoundError,
     SluiceError,
@@ -26,8 +26,8 @@ from server.errors import (
 )
 
 if TYPE_CHECKING:
-    from server.app import Gateway
-    from server.registry import ModelVersion
+    from sluice.server.app import Gateway
+    from sluice.server.registry import ModelVersion
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
 

@@ -19,7 +19,7 @@ import random
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
-from server.errors import BadRequestError
+from sluice.converters.artifact.errors import BadRequestError
 
 BUCKETS = 10_000
 

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from server.datatypes import NUMPY_DTYPES, ONNX_TO_V2
-from server.errors import InternalError, ModelLoadError
-from server.manifest import TensorSpec
+from sluice.converters.artifact.datatypes import NUMPY_DTYPES, ONNX_TO_V2
+from sluice.converters.artifact.errors import InternalError, ModelLoadError
+from sluice.converters.artifact.manifest import TensorSpec
 
 # Quieter than onnxruntime's default (warnings about unused initialisers on every load).
 ort.set_default_logger_severity(3)

@@ -17,17 +17,17 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from monitoring.metrics import Metrics
-from server.batching import Batcher, BatchingConfig
-from server.codecs import InferRequest
-from server.errors import DeadlineExceededError, NotReadyError
-from server.registry import ModelRegistry, ModelVersion
-from server.settings import Settings
-from server.tuning import ExecutionPlan, decide_execution
+from sluice.monitoring.metrics import Metrics
+from sluice.server.batching import Batcher, BatchingConfig
+from sluice.server.codecs import InferRequest
+from sluice.converters.artifact.errors import DeadlineExceededError, NotReadyError
+from sluice.server.registry import ModelRegistry, ModelVersion
+from sluice.server.settings import Settings
+from sluice.server.tuning import ExecutionPlan, decide_execution
 
 if TYPE_CHECKING:
-    from server.shadowing import Tap
-    from server.traffic import Traffic
+    from sluice.server.shadowing import Tap
+    from sluice.server.traffic import Traffic
 
 log = logging.getLogger("sluice.service")
 
@@ -99,7 +99,7 @@ class InferenceService:
         self.registry = registry
         self.metrics = metrics
         self.accepting = True
-        self.traffic: Traffic | None = None  # routing and shadows from the rollouts file (server.traffic)
+        self.traffic: Traffic | None = None  # routing and shadows from the rollouts file (sluice.server.traffic)
 
     def resolve(
         self,

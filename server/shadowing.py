@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from server.gates import Window
-from server.rollout_file import Compare, Shadow
+from sluice.server.gates import Window
+from sluice.server.rollout_file import Compare, Shadow
 
 log = logging.getLogger("sluice.shadow")
 
@@ -156,7 +156,7 @@ class Mirror:
         if difference is not None:
             self._metrics.child(self._metrics.shadow_difference, *labels).observe(difference)
         self._window.compared(self._clock(), agree=agree)
-        if self._on_pair is not None:  # the monitor's paired streams (monitoring.shadow)
+        if self._on_pair is not None:  # the monitor's paired streams (sluice.monitoring.shadow)
             self._on_pair(self.model, self.version, primary, shadow, agree)
 
     def _count(self, outcome: str) -> None:

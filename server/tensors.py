@@ -2,7 +2,7 @@
 
 Owns the value rules shared by the v1 and v2 codecs: which JSON values fit a datatype, safe casts to
 the signature's dtype (integer ranges, float overflow), NaN/Inf checks, and the forms orjson writes
-directly. Raw bytes are ``server.binary``'s; request structure is ``server.codecs``'s.
+directly. Raw bytes are ``sluice.server.binary``'s; request structure is ``sluice.server.codecs``'s.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from server.datatypes import FLOATS, INTEGERS, NUMPY_DTYPES, v2_datatype
-from server.errors import BadRequestError, InvalidInputError, SluiceError
+from sluice.converters.artifact.datatypes import FLOATS, INTEGERS, NUMPY_DTYPES, v2_datatype
+from sluice.converters.artifact.errors import BadRequestError, InvalidInputError, SluiceError
 
 Array = npt.NDArray[Any]
 

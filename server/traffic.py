@@ -29,16 +29,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from server.errors import ConfigError, NotFoundError
-from server.gates import Analyzer, DriftSource, Window
-from server.prometheus_figures import PrometheusFigures
-from server.registry import ModelRegistry, ModelVersion
-from server.rollout import ACTIVE, Phase, RolloutController
-from server.rollout_file import ModelRollouts, RolloutFile, Shadow, read_rollouts
-from server.rollout_store import RolloutStore
-from server.routing import Route, Router, Split
-from server.settings import Settings
-from server.shadowing import Mirror, OnPair
+from sluice.converters.artifact.errors import ConfigError, NotFoundError
+from sluice.server.gates import Analyzer, DriftSource, Window
+from sluice.server.prometheus_figures import PrometheusFigures
+from sluice.server.registry import ModelRegistry, ModelVersion
+from sluice.server.rollout import ACTIVE, Phase, RolloutController
+from sluice.server.rollout_file import ModelRollouts, RolloutFile, Shadow, read_rollouts
+from sluice.server.rollout_store import RolloutStore
+from sluice.server.routing import Route, Router, Split
+from sluice.server.settings import Settings
+from sluice.server.shadowing import Mirror, OnPair
 
 log = logging.getLogger("sluice.rollout")
 

@@ -26,9 +26,9 @@ from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from converters import convert
-from server.app import create_app
-from server.settings import Settings, load_settings
+from sluice.converters import convert
+from sluice.server.app import create_app
+from sluice.server.settings import Settings, load_settings
 
 N_FEATURES = 4
 

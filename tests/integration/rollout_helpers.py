@@ -17,7 +17,7 @@ import onnx
 from onnx import TensorProto
 from onnx import helper as oh
 
-from server.manifest import Manifest
+from sluice.converters.artifact.manifest import Manifest
 from tests.integration.support import wait_for
 
 __all__ = ["AUTH", "TOKEN", "wait_for"]

@@ -37,7 +37,7 @@ def sluice(
     """Run ``sluice ARGS`` until its log says uvicorn is listening; yield the process, base URL and log."""
     port = free_port()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "server.cli", *args, "--port", str(port)],
+        [sys.executable, "-m", "sluice.server.cli", *args, "--port", str(port)],
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **(env or {})},
@@ -94,7 +94,7 @@ def test_serve_answers_and_sigterm_drains_in_flight_requests(repository: Path) -
 def refused_start(*args: str) -> subprocess.CompletedProcess[str]:
     """``sluice serve ARGS``, which must refuse to start with exit status 2."""
     proc = subprocess.run(
-        [sys.executable, "-m", "server.cli", "serve", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "sluice.server.cli", "serve", *args], capture_output=True, text=True, timeout=60
     )
     assert proc.returncode == 2, proc.stderr
     return proc
@@ -148,7 +148,7 @@ def test_demo_builds_once_and_serves(tmp_path: Path) -> None:
         assert proc.wait(timeout=30) == 130  # the shell convention for an interrupted command
     digests = {p: p.read_bytes() for p in demo.rglob("model.onnx")}
     rebuilt = subprocess.run(
-        [sys.executable, "-m", "server.cli", "demo", "--repository", str(demo), "--build-only"],
+        [sys.executable, "-m", "sluice.server.cli", "demo", "--repository", str(demo), "--build-only"],
         capture_output=True,
         text=True,
         timeout=120,

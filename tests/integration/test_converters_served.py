@@ -23,8 +23,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import MinMaxScaler, OneHotEncoder, StandardScaler
 
-from converters import convert
-from server.settings import load_settings
+from sluice.converters import convert
+from sluice.server.settings import load_settings
 from tests.conftest import GatewayServer
 
 pytestmark = pytest.mark.integration

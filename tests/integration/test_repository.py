@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from converters import convert
+from sluice.converters import convert
 from tests.integration.support import metric, wait_for
 
 pytestmark = pytest.mark.integration

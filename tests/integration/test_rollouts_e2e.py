@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server.cli import main as sluice
+from sluice.server.cli import main as sluice
 from tests.integration.rollout_helpers import (
     AUTH,
     TOKEN,

@@ -11,8 +11,8 @@ import httpx
 import pytest
 from prometheus_client.mmap_dict import MmapedDict
 
-from server.app import Gateway
-from server.settings import Settings, settings_from_json, settings_json
+from sluice.server.app import Gateway
+from sluice.server.settings import Settings, settings_from_json, settings_json
 from tests.integration.rollout_helpers import copy_version, wait_for
 from tests.integration.test_cli import sluice
 

@@ -18,15 +18,15 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from server.batching import Batcher, BatchingConfig
-from server.errors import (
+from sluice.server.batching import Batcher, BatchingConfig
+from sluice.converters.artifact.errors import (
     DeadlineExceededError,
     InternalError,
     InvalidInputError,
     NotReadyError,
     OverloadedError,
 )
-from server.tuning import decide_execution
+from sluice.server.tuning import decide_execution
 
 Tensors = dict[str, npt.NDArray[Any]]
 

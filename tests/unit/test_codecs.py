@@ -12,15 +12,15 @@ import orjson
 import pytest
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 
-from server.codecs import (
+from sluice.server.codecs import (
     InferRequest,
     RequestedOutput,
     decode_v2,
     decompress,
     encode_v2,
 )
-from server.datatypes import NUMPY_DTYPES
-from server.errors import (
+from sluice.converters.artifact.datatypes import NUMPY_DTYPES
+from sluice.converters.artifact.errors import (
     BadRequestError,
     BodyTooLargeError,
     InternalError,
@@ -28,8 +28,8 @@ from server.errors import (
     SluiceError,
     UnsupportedMediaError,
 )
-from server.manifest import TensorSpec
-from server.v1 import decode_v1, encode_v1
+from sluice.converters.artifact.manifest import TensorSpec
+from sluice.server.v1 import decode_v1, encode_v1
 
 FIXED = [
     "BOOL",

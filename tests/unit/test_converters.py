@@ -18,11 +18,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from converters import Tolerance, convert
-from converters import cli as convert_cli
-from converters.demo import build_demo_repository
-from server.errors import ConversionError
-from server.manifest import Manifest
+from sluice.converters import Tolerance, convert
+from sluice.converters import cli as convert_cli
+from sluice.converters.demo import build_demo_repository
+from sluice.converters.artifact.errors import ConversionError
+from sluice.converters.artifact.manifest import Manifest
 
 
 @pytest.fixture(scope="module")

@@ -26,9 +26,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from server.cli import build_parser
-from server.routes import ROUTES
-from server.settings import load_settings
+from sluice.server.cli import build_parser
+from sluice.server.routes import ROUTES
+from sluice.server.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"

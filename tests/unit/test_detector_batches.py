@@ -1,6 +1,6 @@
 """``update_many``: a whole array per call, the same alarms and state as ``update`` value by value.
 
-The vectorised sums may differ from the step-by-step ones in the last bits (see ``monitoring.cusum``), so
+The vectorised sums may differ from the step-by-step ones in the last bits (see ``sluice.monitoring.cusum``), so
 states are compared to 1e-9 and alarms exactly: on these continuous streams no sum lands that close to
 the threshold.
 """
@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitoring.bernoulli import BernoulliCUSUM
-from monitoring.cusum import BLOCK, CUSUM, DENSE, update_columns, update_each
-from monitoring.layout import Layout, Observation, WatchOptions
-from monitoring.version import VersionMonitor
+from sluice.monitoring.bernoulli import BernoulliCUSUM
+from sluice.monitoring.cusum import BLOCK, CUSUM, DENSE, update_columns, update_each
+from sluice.monitoring.layout import Layout, Observation, WatchOptions
+from sluice.monitoring.version import VersionMonitor
 
 Draw = Callable[[np.random.Generator, int], np.ndarray]
 

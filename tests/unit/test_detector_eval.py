@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from monitoring.evaluation import report
+from sluice.monitoring.evaluation import report
 
 
 def test_fast_evaluation() -> None:

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitoring.bernoulli import BernoulliCUSUM
-from monitoring.calibration import bernoulli_threshold, cusum_alarms, per_detector_arl, replay_alarms
-from monitoring.cusum import CUSUM
+from sluice.monitoring.bernoulli import BernoulliCUSUM
+from sluice.monitoring.calibration import bernoulli_threshold, cusum_alarms, per_detector_arl, replay_alarms
+from sluice.monitoring.cusum import CUSUM
 
 
 def first_alarm(detector: Any, values: Any) -> int | None:

@@ -1,4 +1,4 @@
-"""Every docstring example in monitoring/ and server/ runs (River style: the examples are tests)."""
+"""Every docstring example in sluice's three packages runs (River style: the examples are tests)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,14 @@ import pkgutil
 
 import pytest
 
-import monitoring
-import server
+import sluice.converters
+import sluice.monitoring
+import sluice.server
 
 MODULES = sorted(
     m.name
-    for package in (monitoring, server)
-    for m in pkgutil.iter_modules(package.__path__, package.__name__ + ".")
+    for package in (sluice.converters, sluice.monitoring, sluice.server)
+    for m in pkgutil.walk_packages(package.__path__, package.__name__ + ".")
 )
 
 
@@ -25,6 +26,6 @@ def test_doctests(name: str) -> None:
 
 
 def test_detectors_have_examples() -> None:
-    for name in ("monitoring.cusum", "monitoring.bernoulli"):
+    for name in ("sluice.monitoring.cusum", "sluice.monitoring.bernoulli"):
         finder = doctest.DocTestFinder()
         assert any(t.examples for t in finder.find(importlib.import_module(name))), name

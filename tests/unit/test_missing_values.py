@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from monitoring.layout import Layout, Observation, WatchOptions
-from monitoring.version import VersionMonitor
+from sluice.monitoring.layout import Layout, Observation, WatchOptions
+from sluice.monitoring.version import VersionMonitor
 from tests.unit.test_detector_batches import FEATURES, _profile
 
 

@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 import pytest
 
-from monitoring.layout import Layout, WatchOptions
-from monitoring.metrics import Metrics
-from monitoring.monitor import SATURATED_LAG_S, SATURATED_SHARE, Monitor
+from sluice.monitoring.layout import Layout, WatchOptions
+from sluice.monitoring.metrics import Metrics
+from sluice.monitoring.monitor import SATURATED_LAG_S, SATURATED_SHARE, Monitor
 from tests.unit.test_detector_batches import FEATURES, _profile
 
 

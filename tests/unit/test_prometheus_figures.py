@@ -16,10 +16,10 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 import yaml
 
-from server.errors import ConfigError
-from server.gates import FAIL, INSUFFICIENT, PASS, Analyzer, Window
-from server.prometheus_figures import PrometheusFigures
-from server.rollout_file import RolloutSpec, lint, parse_rollouts
+from sluice.converters.artifact.errors import ConfigError
+from sluice.server.gates import FAIL, INSUFFICIENT, PASS, Analyzer, Window
+from sluice.server.prometheus_figures import PrometheusFigures
+from sluice.server.rollout_file import RolloutSpec, lint, parse_rollouts
 
 
 class FakePrometheus:

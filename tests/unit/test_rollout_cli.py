@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from server.cli import main
+from sluice.server.cli import main
 
 FILE = """
 models:

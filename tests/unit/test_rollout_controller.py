@@ -6,10 +6,10 @@ from typing import Any
 
 import pytest
 
-from server.errors import BadRequestError
-from server.gates import Analyzer, Stats, Window, check, combine
-from server.rollout import Phase, RolloutController
-from server.rollout_file import Gate, RolloutSpec
+from sluice.converters.artifact.errors import BadRequestError
+from sluice.server.gates import Analyzer, Stats, Window, check, combine
+from sluice.server.rollout import Phase, RolloutController
+from sluice.server.rollout_file import Gate, RolloutSpec
 
 
 class FakeClock:

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from server.errors import ConfigError
-from server.rollout_file import lint, parse_duration, parse_rollouts, read_rollouts
+from sluice.converters.artifact.errors import ConfigError
+from sluice.server.rollout_file import lint, parse_duration, parse_rollouts, read_rollouts
 
 FULL: dict[str, Any] = {
     "version": 1,

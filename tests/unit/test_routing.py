@@ -12,8 +12,8 @@ import sys
 
 import pytest
 
-from server.errors import BadRequestError
-from server.routing import BUCKETS, Router, Split, bucket
+from sluice.converters.artifact.errors import BadRequestError
+from sluice.server.routing import BUCKETS, Router, Split, bucket
 
 
 def counter(n: int) -> object:
@@ -92,7 +92,7 @@ def test_sticky_buckets_are_the_same_in_another_process() -> None:
     keys = [f"k{i}" for i in range(200)]
     here = [bucket("salt", "churn", k) for k in keys]
     code = (
-        "from server.routing import bucket\n"
+        "from sluice.server.routing import bucket\n"
         "import json\n"
         f"print(json.dumps([bucket('salt', 'churn', k) for k in {keys!r}]))\n"
     )

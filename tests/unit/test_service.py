@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from server import service
-from server.service import INLINE_LIMIT_S, INLINE_STRIKES, DirectExecutor
+from sluice.server import service
+from sluice.server.service import INLINE_LIMIT_S, INLINE_STRIKES, DirectExecutor
 
 
 class FakeClock:

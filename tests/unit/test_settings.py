@@ -4,8 +4,8 @@ from pathlib import Path
 
 import pytest
 
-from server.errors import ConfigError
-from server.settings import ModelConfig, VersionPolicy, load_settings, reference_markdown
+from sluice.converters.artifact.errors import ConfigError
+from sluice.server.settings import ModelConfig, VersionPolicy, load_settings, reference_markdown
 
 
 def test_precedence_flags_over_environment_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -73,5 +73,5 @@ def test_model_config_rejects_bad_labels_and_keys(tmp_path: Path) -> None:
 def test_configuration_reference_is_current() -> None:
     doc = Path(__file__).parents[2] / "docs" / "configuration.md"
     assert doc.read_text() == reference_markdown(), (
-        "docs/configuration.md is stale: run `python -m server.settings > docs/configuration.md`"
+        "docs/configuration.md is stale: run `python -m sluice.server.settings > docs/configuration.md`"
     )

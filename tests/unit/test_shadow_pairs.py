@@ -6,10 +6,10 @@ import asyncio
 
 import numpy as np
 
-from monitoring.layout import Layout, WatchOptions
-from monitoring.metrics import Metrics
-from monitoring.monitor import Monitor
-from monitoring.shadow import Pair, ShadowPairs
+from sluice.monitoring.layout import Layout, WatchOptions
+from sluice.monitoring.metrics import Metrics
+from sluice.monitoring.monitor import Monitor
+from sluice.monitoring.shadow import Pair, ShadowPairs
 
 LAYOUT = Layout.from_signature(
     [("x", "FP32", (-1, 2), ("a", "b"))], [("label", "label"), ("probabilities", "probabilities")], [0, 1]

@@ -1,7 +1,7 @@
 """The whole exception tree of sluice, and nothing else.
 
 Every failure a client can cause or observe is a ``SluiceError`` carrying its HTTP status and a stable
-machine-readable ``code``. One handler (in ``server.app``) turns it into
+machine-readable ``code``. One handler (in ``sluice.server.app``) turns it into
 ``{"error": message, "code": code, "details": {...}}``. Foreign errors (onnxruntime, orjson, numpy,
 skl2onnx) are translated at one boundary each with ``raise ... from exc``.
 
