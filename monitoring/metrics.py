@@ -157,7 +157,7 @@ class Metrics:
             # version says so (the minimum), so one worker that unloaded it shows 0.
             multiprocess_mode="livemin",
         )
-        # ----- rollouts and shadows (sluice.server.traffic, server.shadowing) -----
+        # ----- rollouts and shadows (sluice.server.rollouts) -----
         self.rollout_weight = Gauge(
             "sluice_rollout_weight_percent",
             "Percent of a model's routed traffic each version receives now.",

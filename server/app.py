@@ -25,14 +25,14 @@ from starlette.responses import Response
 from sluice.monitoring.layout import Layout, WatchOptions
 from sluice.monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from sluice.monitoring.monitor import Monitor
-from sluice.server.endpoint import InferenceEndpoint, error_response
+from sluice.server.http.inference import InferenceEndpoint, error_response
 from sluice.converters.artifact.errors import SluiceError
 from sluice.server.registry import CONFIG_FILE, ModelRegistry, ModelVersion
-from sluice.server.rollout_api import ROLLOUT_ROUTES
-from sluice.server.routes import ROUTES
+from sluice.server.http.rollouts import ROLLOUT_ROUTES
+from sluice.server.http.routes import ROUTES
 from sluice.server.service import InferenceService
 from sluice.server.settings import WORKER_SETTINGS_ENV, ModelConfig, Settings, settings_from_json
-from sluice.server.traffic import Traffic
+from sluice.server.rollouts.manager import Traffic
 
 log = logging.getLogger("sluice.app")
 

@@ -115,7 +115,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     if settings.rollout_file is not None:
         # Refuse a broken rollouts file here, with every problem in one line, rather than as a traceback
         # from the app's start-up. Versions are checked when they load: the file may name one not built yet.
-        from sluice.server.rollout_file import read_rollouts
+        from sluice.server.rollouts.spec import read_rollouts
 
         read_rollouts(settings.rollout_file)
     serve(settings)
@@ -175,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     _serve_args(p)
     p.set_defaults(func=_cmd_serve)
 
-    from sluice.server.rollout_cli import add_rollout_commands
+    from sluice.server.rollouts.cli import add_rollout_commands
 
     add_rollout_commands(commands)
 

@@ -31,7 +31,7 @@ from sluice.converters.artifact.errors import (
     VersionNotFoundError,
 )
 from sluice.converters.artifact.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, TensorSpec
-from sluice.server.runtime import OnnxRuntime
+from sluice.server.execution.runtime import OnnxRuntime
 from sluice.server.settings import BatchingSettings, ModelConfig, Settings
 
 log = logging.getLogger("sluice.registry")

@@ -18,16 +18,16 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from sluice.monitoring.metrics import Metrics
-from sluice.server.batching import Batcher, BatchingConfig
-from sluice.server.codecs import InferRequest
+from sluice.server.execution.batching import Batcher, BatchingConfig
+from sluice.server.codecs.v2 import InferRequest
 from sluice.converters.artifact.errors import DeadlineExceededError, NotReadyError
 from sluice.server.registry import ModelRegistry, ModelVersion
 from sluice.server.settings import Settings
-from sluice.server.tuning import ExecutionPlan, decide_execution
+from sluice.server.execution.tuning import ExecutionPlan, decide_execution
 
 if TYPE_CHECKING:
-    from sluice.server.shadowing import Tap
-    from sluice.server.traffic import Traffic
+    from sluice.server.rollouts.shadowing import Tap
+    from sluice.server.rollouts.manager import Traffic
 
 log = logging.getLogger("sluice.service")
 
@@ -99,7 +99,7 @@ class InferenceService:
         self.registry = registry
         self.metrics = metrics
         self.accepting = True
-        self.traffic: Traffic | None = None  # routing and shadows from the rollouts file (sluice.server.traffic)
+        self.traffic: Traffic | None = None  # routing and shadows from the rollouts file (sluice.server.rollouts.manager)
 
     def resolve(
         self,

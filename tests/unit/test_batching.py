@@ -18,7 +18,7 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from sluice.server.batching import Batcher, BatchingConfig
+from sluice.server.execution.batching import Batcher, BatchingConfig
 from sluice.converters.artifact.errors import (
     DeadlineExceededError,
     InternalError,
@@ -26,7 +26,7 @@ from sluice.converters.artifact.errors import (
     NotReadyError,
     OverloadedError,
 )
-from sluice.server.tuning import decide_execution
+from sluice.server.execution.tuning import decide_execution
 
 Tensors = dict[str, npt.NDArray[Any]]
 

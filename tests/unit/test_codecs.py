@@ -12,7 +12,7 @@ import orjson
 import pytest
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 
-from sluice.server.codecs import (
+from sluice.server.codecs.v2 import (
     InferRequest,
     RequestedOutput,
     decode_v2,
@@ -29,7 +29,7 @@ from sluice.converters.artifact.errors import (
     UnsupportedMediaError,
 )
 from sluice.converters.artifact.manifest import TensorSpec
-from sluice.server.v1 import decode_v1, encode_v1
+from sluice.server.codecs.v1 import decode_v1, encode_v1
 
 FIXED = [
     "BOOL",

@@ -27,7 +27,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from sluice.server.cli import build_parser
-from sluice.server.routes import ROUTES
+from sluice.server.http.routes import ROUTES
 from sluice.server.settings import load_settings
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -17,9 +17,9 @@ import pytest
 import yaml
 
 from sluice.converters.artifact.errors import ConfigError
-from sluice.server.gates import FAIL, INSUFFICIENT, PASS, Analyzer, Window
-from sluice.server.prometheus_figures import PrometheusFigures
-from sluice.server.rollout_file import RolloutSpec, lint, parse_rollouts
+from sluice.server.rollouts.gates import FAIL, INSUFFICIENT, PASS, Analyzer, Window
+from sluice.server.rollouts.prometheus import PrometheusFigures
+from sluice.server.rollouts.spec import RolloutSpec, lint, parse_rollouts
 
 
 class FakePrometheus:

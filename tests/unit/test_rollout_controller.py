@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from sluice.converters.artifact.errors import BadRequestError
-from sluice.server.gates import Analyzer, Stats, Window, check, combine
-from sluice.server.rollout import Phase, RolloutController
-from sluice.server.rollout_file import Gate, RolloutSpec
+from sluice.server.rollouts.gates import Analyzer, Stats, Window, check, combine
+from sluice.server.rollouts.controller import Phase, RolloutController
+from sluice.server.rollouts.spec import Gate, RolloutSpec
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from sluice.converters.artifact.errors import ConfigError
-from sluice.server.rollout_file import lint, parse_duration, parse_rollouts, read_rollouts
+from sluice.server.rollouts.spec import lint, parse_duration, parse_rollouts, read_rollouts
 
 FULL: dict[str, Any] = {
     "version": 1,

@@ -4,7 +4,7 @@ Owns every rule about what a request may say and how a response is laid out: JSO
 tensor extension's JSON side, request parameters, the requested outputs, and the checks that turn a
 request into arrays of exactly the model signature's dtypes (or a ``SluiceError`` naming the problem).
 Pure bytes <-> numpy: routes parse HTTP headers and hand over bytes; raw tensor layout and content
-encodings live in ``sluice.server.binary``, value conversion and casts in ``sluice.server.tensors``.
+encodings live in ``sluice.server.codecs.binary``, value conversion and casts in ``sluice.server.codecs.tensors``.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import Any
 import numpy.typing as npt
 import orjson
 
-from sluice.server.binary import decompress, read_bytes, read_fixed, write_tensor
+from sluice.server.codecs.binary import decompress, read_bytes, read_fixed, write_tensor
 from sluice.converters.artifact.datatypes import ITEM_SIZES, NUMPY_DTYPES, can_cast, v2_datatype
 from sluice.converters.artifact.errors import (
     BadRequestError,
@@ -26,7 +26,7 @@ from sluice.converters.artifact.errors import (
     InvalidInputError,
 )
 from sluice.converters.artifact.manifest import TensorSpec
-from sluice.server.tensors import cast, json_data, json_values
+from sluice.server.codecs.tensors import cast, json_data, json_values
 
 __all__ = [
     "InferRequest",

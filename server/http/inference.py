@@ -25,7 +25,7 @@ import orjson
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sluice.server.codecs import InferRequest, decode_v2, decompress, encode_v2
+from sluice.server.codecs.v2 import InferRequest, decode_v2, decompress, encode_v2
 from sluice.converters.artifact.errors import (
     BadRequestError,
     BodyTooLargeError,
@@ -34,7 +34,7 @@ from sluice.converters.artifact.errors import (
     SluiceError,
     UnsupportedMediaError,
 )
-from sluice.server.v1 import decode_v1, encode_v1
+from sluice.server.codecs.v1 import decode_v1, encode_v1
 
 if TYPE_CHECKING:
     from sluice.server.app import Gateway

@@ -18,8 +18,8 @@ from enum import StrEnum
 from typing import Any
 
 from sluice.converters.artifact.errors import BadRequestError
-from sluice.server.gates import FAIL, PASS, GateResult, combine
-from sluice.server.rollout_file import RolloutSpec, Step
+from sluice.server.rollouts.gates import FAIL, PASS, GateResult, combine
+from sluice.server.rollouts.spec import RolloutSpec, Step
 
 
 class Phase(StrEnum):

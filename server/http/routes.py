@@ -1,6 +1,6 @@
 """HTTP endpoints other than inference: health, metadata, config, repository, admin and ``/metrics``.
 
-Inference itself is raw ASGI in ``sluice.server.endpoint``, in front of these Starlette routes. Every failure is
+Inference itself is raw ASGI in ``sluice.server.http.inference``, in front of these Starlette routes. Every failure is
 a ``SluiceError``; the app's handler renders it.
 """
 

@@ -2,7 +2,7 @@
 
 Owns the value rules shared by the v1 and v2 codecs: which JSON values fit a datatype, safe casts to
 the signature's dtype (integer ranges, float overflow), NaN/Inf checks, and the forms orjson writes
-directly. Raw bytes are ``sluice.server.binary``'s; request structure is ``sluice.server.codecs``'s.
+directly. Raw bytes are ``sluice.server.codecs.binary``'s; request structure is ``sluice.server.codecs.v2``'s.
 """
 
 from __future__ import annotations

@@ -1,7 +1,7 @@
 """The v1 (TF Serving style) ``:predict`` bodies: ``{"instances": [...]}`` or columnar ``{"inputs": ...}``
 in, ``{"predictions": [...]}`` out.
 
-The same checks as v2 (``sluice.server.codecs``), reached from rows instead of tensors: every row is laid out
+The same checks as v2 (``sluice.server.codecs.v2``), reached from rows instead of tensors: every row is laid out
 in the signature's order (objects keyed by input, or by feature name for a single 2-D input) and cast
 to the signature's dtypes, or a ``SluiceError`` names the problem.
 """
@@ -16,10 +16,10 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sluice.server.codecs import NUMPY_OPT, Array, InferRequest, check_shape, load_object, quoted_names
+from sluice.server.codecs.v2 import NUMPY_OPT, Array, InferRequest, check_shape, load_object, quoted_names
 from sluice.converters.artifact.errors import BadRequestError, BodyTooLargeError, InternalError, InvalidInputError
 from sluice.converters.artifact.manifest import TensorSpec
-from sluice.server.tensors import cast, json_rows, json_values
+from sluice.server.codecs.tensors import cast, json_rows, json_values
 
 __all__ = ["decode_v1", "encode_v1"]
 

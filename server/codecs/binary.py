@@ -3,7 +3,7 @@
 Owns turning a (possibly compressed) request body into plain bytes, and one tensor's raw bytes into a
 numpy array and back: little-endian, row-major, no padding; BOOL one byte per element; BYTES as a
 4-byte little-endian length before each element. Every length here is untrusted input.
-``sluice.server.codecs`` builds the v1/v2 protocol on top of this module.
+``sluice.server.codecs.v2`` builds the v1/v2 protocol on top of this module.
 """
 
 from __future__ import annotations

@@ -30,15 +30,15 @@ from pathlib import Path
 from typing import Any
 
 from sluice.converters.artifact.errors import ConfigError, NotFoundError
-from sluice.server.gates import Analyzer, DriftSource, Window
-from sluice.server.prometheus_figures import PrometheusFigures
+from sluice.server.rollouts.gates import Analyzer, DriftSource, Window
+from sluice.server.rollouts.prometheus import PrometheusFigures
 from sluice.server.registry import ModelRegistry, ModelVersion
-from sluice.server.rollout import ACTIVE, Phase, RolloutController
-from sluice.server.rollout_file import ModelRollouts, RolloutFile, Shadow, read_rollouts
-from sluice.server.rollout_store import RolloutStore
+from sluice.server.rollouts.controller import ACTIVE, Phase, RolloutController
+from sluice.server.rollouts.spec import ModelRollouts, RolloutFile, Shadow, read_rollouts
+from sluice.server.rollouts.store import RolloutStore
 from sluice.server.routing import Route, Router, Split
 from sluice.server.settings import Settings
-from sluice.server.shadowing import Mirror, OnPair
+from sluice.server.rollouts.shadowing import Mirror, OnPair
 
 log = logging.getLogger("sluice.rollout")
 

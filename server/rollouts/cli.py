@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.converters.artifact.errors import ConfigError
-from sluice.server.rollout_file import RolloutSpec, lint, read_rollouts
+from sluice.server.rollouts.spec import RolloutSpec, lint, read_rollouts
 
 ACTIONS = ("promote", "pause", "resume", "abort", "retry")
 

@@ -30,8 +30,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from sluice.server.gates import Stats
-from sluice.server.rollout_file import RolloutSpec
+from sluice.server.rollouts.gates import Stats
+from sluice.server.rollouts.spec import RolloutSpec
 
 ROUTED = "split|sticky|default"
 ERROR_OUTCOMES = frozenset({"server_error", "shed", "timeout"})

@@ -6,7 +6,7 @@ in memory; ``Analyzer`` turns the stable's and the candidate's windows into one 
 Only routed traffic feeds the windows: pinned versions, labels and overrides are not a random sample.
 Drift comes from the monitoring layer through ``DriftSource``; without one the drift gate is
 ``insufficient: no monitor``. With ``analysis.source: prometheus`` the request figures (requests,
-errors, p99) come from ``figures`` (``sluice.server.prometheus_figures``) instead; a source that could not be
+errors, p99) come from ``figures`` (``sluice.server.rollouts.prometheus``) instead; a source that could not be
 read makes the error-rate and latency gates ``insufficient`` with its reason, never a pass.
 """
 
@@ -19,7 +19,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from sluice.server.rollout_file import Gate, RolloutSpec
+from sluice.server.rollouts.spec import Gate, RolloutSpec
 
 PASS, FAIL, INSUFFICIENT = "pass", "fail", "insufficient"
 

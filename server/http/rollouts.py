@@ -11,7 +11,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from sluice.converters.artifact.errors import NotFoundError
-from sluice.server.routes import _gateway, json_response, require_admin
+from sluice.server.http.routes import _gateway, json_response, require_admin
 
 ACTIONS = ("promote", "pause", "resume", "abort", "retry")
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import numpy as np
 
-from sluice.server.gates import Window
-from sluice.server.rollout_file import Compare, Shadow
+from sluice.server.rollouts.gates import Window
+from sluice.server.rollouts.spec import Compare, Shadow
 
 log = logging.getLogger("sluice.shadow")
 
