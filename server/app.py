@@ -12,41 +12,38 @@ import contextlib
 import gc
 import logging
 import os
-import time
 from collections.abc import AsyncIterator
-from typing import Any
 
-import orjson
 from starlette.applications import Starlette
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
-from starlette.responses import Response
 
 from sluice.monitoring.layout import Layout, WatchOptions
 from sluice.monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from sluice.monitoring.monitor import Monitor
-from sluice.server.http.inference import InferenceEndpoint, error_response
-from sluice.converters.artifact.errors import SluiceError
-from sluice.server.registry import CONFIG_FILE, ModelRegistry, ModelVersion
-from sluice.server.http.rollouts import ROLLOUT_ROUTES
-from sluice.server.http.routes import ROUTES
+from sluice.server.execution.executors import ExecutorFactory
+from sluice.server.http.errors import HANDLERS
+from sluice.server.http.inference import InferenceEndpoint
+from sluice.server.http.rollouts import RolloutEndpoints
+from sluice.server.http.routes import Endpoints
+from sluice.server.registry import ModelRegistry, ModelVersion
+from sluice.server.rollouts.manager import RolloutManager
+from sluice.server.routing import Routing
 from sluice.server.service import InferenceService
-from sluice.server.settings import WORKER_SETTINGS_ENV, ModelConfig, Settings, settings_from_json
-from sluice.server.rollouts.manager import Traffic
+from sluice.server.settings import WORKER_SETTINGS_ENV, Settings, settings_from_json
 
 log = logging.getLogger("sluice.app")
 
 
 class Gateway:
-    """Everything one gateway process owns, built once from its settings."""
+    """Everything one gateway process owns, built once from its settings, each part given what it uses.
+
+    Construction order follows the dependencies: metrics and the monitor, the routing table, the
+    registry (which publishes its half of the table and gives each version its executor), the rollout
+    machinery (the other half, shadows, gates), then the one inference service over all of them.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.metrics = Metrics()
-        self.registry = ModelRegistry(settings, on_ready=self._attach, on_unload=self._detach)
-        self.service = InferenceService(settings, self.registry, self.metrics)
-        self.traffic = Traffic(settings, self.registry, self.metrics)
-        self.service.traffic = self.traffic
         m = settings.monitoring
         self.monitor: Monitor | None = (
             Monitor(
@@ -59,19 +56,37 @@ class Gateway:
             if m.enabled
             else None
         )
+        self.routing = Routing()
+        self.registry = ModelRegistry(
+            settings,
+            self.routing,
+            ExecutorFactory(self.metrics),
+            on_ready=self._ready_version,
+            on_retire=self._retired_version,
+        )
+        # The rollout drift gate counts the monitor's incidents; without a monitor it reports
+        # "insufficient: no monitor". Shadows hand each compared pair to the monitor's paired streams.
+        self.rollouts = RolloutManager(
+            settings,
+            self.registry,
+            self.routing,
+            self.metrics,
+            drift=self.monitor,
+            on_pair=self.monitor.observe_pair if self.monitor is not None else None,
+        )
+        self.service = InferenceService(
+            settings, self.registry, self.routing, self.rollouts, self.metrics, self.monitor
+        )
         self.ready = False
         self._poller: asyncio.Task[None] | None = None
 
-    async def _attach(self, mv: ModelVersion) -> None:
-        await self.service.attach(mv)
+    async def _ready_version(self, mv: ModelVersion) -> None:
         if self.monitor is not None:
             await self._watch(self.monitor, mv)
+        self.metrics.child(self.metrics.version_ready, mv.model, str(mv.version)).set(1)
 
     async def _watch(self, monitor: Monitor, mv: ModelVersion) -> None:
-        try:
-            config = ModelConfig.read(mv.path.parent / CONFIG_FILE).monitoring
-        except SluiceError:  # the registry has logged it; watch with defaults
-            config = ModelConfig().monitoring
+        config = self.registry.model_config(mv.model).monitoring
         if not config.enabled:
             monitor.forget(mv.model, mv.version)
             return
@@ -91,33 +106,14 @@ class Gateway:
         )
         await monitor.watch(mv.model, mv.version, layout, mv.manifest.profile, options)
 
-    async def _detach(self, mv: ModelVersion) -> None:
+    async def _retired_version(self, mv: ModelVersion, replaced: bool) -> None:
         # A reloaded version retires its previous load after the new one took over: the version's series
         # and monitor now belong to the new load and stay.
-        replaced = self.registry.serving(mv.model, mv.version) not in (None, mv)
-        await self.service.detach(mv, forget=not replaced)
-        if self.monitor is not None and not replaced:
-            self.monitor.forget(mv.model, mv.version)
-
-    def account(
-        self,
-        mv: ModelVersion | None,
-        status: int,
-        reason: str,
-        started: float,
-        inputs: dict[str, Any] | None = None,
-        outputs: dict[str, Any] | None = None,
-    ) -> None:
-        """Count one finished inference request (and its latency if it succeeded); tell the monitor."""
-        if mv is None:
-            self.metrics.child(self.metrics.unrouted, str(status)).inc()
+        if replaced:
             return
-        seconds = time.perf_counter() - started
-        self.metrics.observe_request(mv.model, str(mv.version), status, reason, seconds)
-        self.traffic.observe(mv, status, reason, seconds)
-        if self.monitor is not None and (status == 200 or status >= 500):
-            # Client errors (4xx) say nothing about the model: only served requests and server errors.
-            self.monitor.observe(mv.model, mv.version, inputs, outputs, seconds, status != 200)
+        self.metrics.forget(mv.model, str(mv.version))
+        if self.monitor is not None:
+            self.monitor.forget(mv.model, mv.version)
 
     async def start(self) -> None:
         shared = multiprocess_dir()
@@ -128,11 +124,7 @@ class Gateway:
         if self.monitor is not None:
             await self.monitor.start()
         await self.registry.scan()
-        # The rollout drift gate counts the monitor's incidents (server.gates.DriftSource); without a
-        # monitor it reports "insufficient: no monitor".
-        self.traffic.drift = self.monitor
-        self.traffic.on_pair = self.monitor.observe_pair if self.monitor is not None else None
-        await self.traffic.start()
+        await self.rollouts.start()
         if self.settings.poll_interval_s > 0:
             self._poller = asyncio.create_task(self._poll(), name="sluice-repository-poll")
         self.ready = True
@@ -158,7 +150,7 @@ class Gateway:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._poller
-        await self.traffic.stop()
+        await self.rollouts.stop()
         await self.registry.close()
         if self.monitor is not None:
             await self.monitor.stop()
@@ -167,33 +159,6 @@ class Gateway:
             from prometheus_client import multiprocess
 
             multiprocess.mark_process_dead(os.getpid(), shared)  # type: ignore[no-untyped-call]
-
-
-def _render(exc: SluiceError) -> Response:
-    status, headers, body = error_response(exc)
-    return Response(body, status, headers={k.decode(): v.decode() for k, v in headers})
-
-
-async def _sluice_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, SluiceError)
-    if exc.status >= 500:
-        log.error("%s %s: %s", request.method, request.url.path, exc.message, exc_info=exc.__cause__)
-    return _render(exc)
-
-
-async def _http_error(request: Request, exc: Exception) -> Response:
-    assert isinstance(exc, HTTPException)
-    body = {"error": exc.detail, "code": "not_found" if exc.status_code == 404 else "http"}
-    return Response(orjson.dumps(body), exc.status_code, headers=exc.headers, media_type="application/json")
-
-
-async def _unexpected(request: Request, exc: Exception) -> Response:
-    log.exception("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-    return Response(
-        orjson.dumps({"error": "internal server error", "code": "internal"}),
-        500,
-        media_type="application/json",
-    )
 
 
 def create_app(settings: Settings) -> InferenceEndpoint:
@@ -208,17 +173,21 @@ def create_app(settings: Settings) -> InferenceEndpoint:
         finally:
             await gateway.stop()
 
-    app = Starlette(
-        routes=[*ROUTES, *ROLLOUT_ROUTES],
-        lifespan=lifespan,
-        exception_handlers={
-            SluiceError: _sluice_error,
-            HTTPException: _http_error,
-            Exception: _unexpected,
-        },
+    endpoints = Endpoints(
+        settings,
+        gateway.registry,
+        gateway.service,
+        gateway.metrics,
+        gateway.monitor,
+        is_ready=lambda: gateway.ready,
     )
-    app.state.gateway = gateway
-    return InferenceEndpoint(app, gateway)
+    rollouts = RolloutEndpoints(gateway.rollouts, endpoints.require_admin)
+    app = Starlette(
+        routes=[*endpoints.routes(), *rollouts.routes()],
+        lifespan=lifespan,
+        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+    )
+    return InferenceEndpoint(app, gateway.service, settings)
 
 
 def create_app_from_environment() -> InferenceEndpoint:

@@ -9,8 +9,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from sluice.server import __version__
 from sluice.converters.artifact.errors import ConfigError
+from sluice.server import __version__
 from sluice.server.settings import WORKER_SETTINGS_ENV, Settings, load_settings, settings_json
 
 log = logging.getLogger("sluice")

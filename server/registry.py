@@ -16,22 +16,17 @@ import asyncio
 import hashlib
 import logging
 import re
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from sluice.converters.artifact.errors import (
-    ConfigError,
-    ModelLoadError,
-    ModelNotFoundError,
-    NotReadyError,
-    SluiceError,
-    VersionNotFoundError,
-)
+from sluice.converters.artifact.errors import ConfigError, ModelLoadError, ModelNotFoundError, SluiceError
 from sluice.converters.artifact.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, TensorSpec
+from sluice.server.execution.executors import Executor, ExecutorFactory
 from sluice.server.execution.runtime import OnnxRuntime
+from sluice.server.routing import ModelRoutes, Routing, parse_version
 from sluice.server.settings import BatchingSettings, ModelConfig, Settings
 
 log = logging.getLogger("sluice.registry")
@@ -62,7 +57,7 @@ def _fingerprint(*paths: Path) -> Fingerprint:
 
 
 class ModelVersion:
-    """One loaded, servable version: its signature, its runtime and the count of requests in it."""
+    """One loaded, servable version: its signature, its runtime, its executor and the requests in it."""
 
     def __init__(
         self,
@@ -73,6 +68,8 @@ class ModelVersion:
         runtime: OnnxRuntime,
         batching: BatchingSettings,
         allow_nan: bool,
+        executor: Executor,
+        execution: dict[str, Any],
     ) -> None:
         self.model = model
         self.version = version
@@ -84,8 +81,8 @@ class ModelVersion:
         self.inputs: list[TensorSpec] = manifest.inputs
         self.outputs: list[TensorSpec] = manifest.outputs
         self.output_names = [o.name for o in self.outputs]
-        self.executor: Any = None  # set by the service: batcher or direct execution
-        self.execution: dict[str, Any] = {}  # how it runs and why, for the config endpoint
+        self.executor = executor
+        self.execution = execution  # how it runs and why, for the config endpoint
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -107,10 +104,8 @@ class ModelVersion:
         return True
 
 
-def load_version(
-    model: str, version: int, path: Path, batching: BatchingSettings, allow_nan: bool
-) -> ModelVersion:
-    """Load and check one version directory (blocking: call it on a worker thread)."""
+def load_version(path: Path, batching: BatchingSettings) -> tuple[Manifest, OnnxRuntime]:
+    """Load, check and warm one version directory (blocking: call it on a worker thread)."""
     onnx_path = path / MODEL_FILE
     if not onnx_path.is_file():
         raise ModelLoadError(f"{path}: no {MODEL_FILE}")
@@ -132,7 +127,7 @@ def load_version(
         # A bare model.onnx is served with the signature the graph declares.
         manifest = Manifest(inputs=runtime.inputs, outputs=runtime.outputs)
     runtime.warm_up(manifest.inputs)
-    return ModelVersion(model, version, path, manifest, runtime, batching, allow_nan)
+    return manifest, runtime
 
 
 def _check_signature(declared: list[TensorSpec], actual: list[TensorSpec], kind: str) -> None:
@@ -154,24 +149,38 @@ class Slot:
     loaded: ModelVersion | None = None
 
 
+#: Called with a version once it is ready to serve (before it takes traffic), and with a retired load
+#: and whether a newer load of the same version replaces it.
+OnReady = Callable[[ModelVersion], Awaitable[None]]
+OnRetire = Callable[[ModelVersion, bool], Awaitable[None]]
+
+
 class ModelRegistry:
-    """Every model and version of one repository, kept in step with the disk by ``scan()``."""
+    """Every model and version of one repository, kept in step with the disk by ``scan()``.
+
+    After every change it publishes each model's ready versions, the reasons of the others and the
+    ``config.yaml`` labels to ``routing``, the table every request is decided on.
+    """
 
     def __init__(
         self,
         settings: Settings,
+        routing: Routing,
+        executors: ExecutorFactory,
         *,
-        on_ready: Callable[[ModelVersion], Any] | None = None,
-        on_unload: Callable[[ModelVersion], Any] | None = None,
+        on_ready: OnReady,
+        on_retire: OnRetire,
     ) -> None:
         self.settings = settings
         self.root = Path(settings.repository)
+        self._routing = routing
+        self._executors = executors
         self._slots: dict[tuple[str, int], Slot] = {}
         self._configs: dict[str, tuple[Fingerprint, ModelConfig]] = {}
         self._labels: dict[str, dict[str, int]] = {}
         self._ready: dict[str, dict[int, ModelVersion]] = {}
         self._on_ready = on_ready
-        self._on_unload = on_unload
+        self._on_retire = on_retire
         self._disabled: set[str] = set()
         self._lock = asyncio.Lock()
 
@@ -187,8 +196,10 @@ class ModelRegistry:
         """The load of ``model``/``version`` that serves now, if any."""
         return self._ready.get(model, {}).get(version)
 
-    def labels(self, model: str) -> dict[str, int]:
-        return dict(self._labels.get(model, {}))
+    def model_config(self, model: str) -> ModelConfig:
+        """The model's ``config.yaml`` as last read (defaults when it has none or it never parsed)."""
+        known = self._configs.get(model)
+        return known[1] if known is not None else ModelConfig()
 
     def index(self) -> list[dict[str, str]]:
         return [
@@ -196,45 +207,24 @@ class ModelRegistry:
             for _, s in sorted(self._slots.items())
         ]
 
-    def resolve(self, model: str, version: str | None = None) -> ModelVersion:
-        """The READY version a request names (a number or a label), or the model's default."""
-        ready = self._ready.get(model)
-        if version is None and ready and not self._labels.get(model):
-            return ready[max(ready)]  # the common case, without building the model list
-        if model not in self.models():
-            raise ModelNotFoundError(f"unknown model '{model}'", details={"models": self.models()})
-        ready = self._ready.get(model, {})
-        if version is None:
-            stable = self._labels.get(model, {}).get("stable")
-            if stable in ready:
-                return ready[stable]
-            if not ready:
-                raise NotReadyError(f"model '{model}' has no ready version")
-            return ready[max(ready)]
-        number = self._parse_version(model, version)
-        if number in ready:
-            return ready[number]
-        slot = self._slots.get((model, number))
-        if slot is None:
-            raise VersionNotFoundError(
-                f"model '{model}' has no version {version}",
-                details={"versions": [str(v) for v in sorted(ready)]},
-            )
-        raise NotReadyError(
-            f"model '{model}' version {number} is {slot.state.value}"
-            + (f": {slot.reason}" if slot.reason else "")
-        )
+    def on_disk(self) -> dict[str, list[int]]:
+        """Every model and version the repository holds now, whatever their state."""
+        found: dict[str, list[int]] = {}
+        for model, version in sorted(self._slots):
+            found.setdefault(model, []).append(version)
+        return found
 
-    def _parse_version(self, model: str, version: str) -> int:
-        if version.isdigit() and int(version) > 0:
-            return int(version)
-        labels = self._labels.get(model, {})
-        if version in labels:
-            return labels[version]
-        raise VersionNotFoundError(
-            f"model '{model}' has no version or label '{version}'",
-            details={"labels": sorted(labels)},
-        )
+    def _publish(self) -> None:
+        table = {}
+        for model in self.models():
+            ready = self._ready.get(model, {})
+            waiting = {
+                v: s.state.value + (f": {s.reason}" if s.reason else "")
+                for (m, v), s in self._slots.items()
+                if m == model and v not in ready
+            }
+            table[model] = ModelRoutes(frozenset(ready), waiting, dict(self._labels.get(model, {})))
+        self._routing.publish_versions(table)
 
     # ----- keeping in step with the disk -------------------------------------------------------
 
@@ -251,6 +241,7 @@ class ModelRegistry:
                 await self._load(key, path, fingerprint, batching, allow_nan, slot)
             for key in [k for k in self._slots if k not in wanted]:
                 await self._unload(key)
+            self._publish()
 
     def _read_disk(self) -> dict[tuple[str, int], tuple[Path, Fingerprint, BatchingSettings, bool]] | None:
         wanted: dict[tuple[str, int], tuple[Path, Fingerprint, BatchingSettings, bool]] = {}
@@ -271,11 +262,9 @@ class ModelRegistry:
                 log.error("model %s: %s; using the gateway's batching defaults", model, exc)
                 batching = self.settings.batching
             allow_nan = self.settings.allow_nan if config.allow_nan is None else config.allow_nan
-            versions = [
-                int(p.name)
-                for p in model_dir.iterdir()
-                if p.is_dir() and p.name.isdigit() and int(p.name) > 0
-            ]
+            # Only ASCII digits name a version: a directory called '١' or '03x' is not one.
+            numbered = ((parse_version(p.name), p) for p in model_dir.iterdir() if p.is_dir())
+            versions = [v for v, p in numbered if v is not None and p.name == str(v)]
             for version in config.version_policy.select(versions):
                 vdir = model_dir / str(version)
                 fingerprint = _fingerprint(vdir / MODEL_FILE, vdir / MANIFEST_FILE)
@@ -312,13 +301,20 @@ class ModelRegistry:
         serving = previous.loaded if previous is not None else None
         if serving is None:
             self._slots[key] = Slot(model, version, State.LOADING)
+            self._publish()
+        executor: Executor | None = None
         try:
-            loaded = await asyncio.to_thread(load_version, model, version, path, batching, allow_nan)
-            if self._on_ready is not None:
-                result = self._on_ready(loaded)
-                if asyncio.iscoroutine(result):
-                    await result
+            manifest, runtime = await asyncio.to_thread(load_version, path, batching)
+            executor, execution = await self._executors.create(
+                model, version, runtime, manifest.inputs, batching
+            )
+            loaded = ModelVersion(
+                model, version, path, manifest, runtime, batching, allow_nan, executor, execution
+            )
+            await self._on_ready(loaded)
         except SluiceError as exc:
+            if executor is not None:
+                await executor.stop(0.0)
             reason = exc.message
             if serving is not None:
                 log.error(
@@ -330,12 +326,14 @@ class ModelRegistry:
             else:
                 log.error("version %s/%d is unavailable: %s", model, version, reason)
                 self._slots[key] = Slot(model, version, State.UNAVAILABLE, reason, fingerprint)
+            self._publish()
             return
         self._slots[key] = Slot(model, version, State.READY, "", fingerprint, loaded)
         self._ready.setdefault(model, {})[version] = loaded
+        self._publish()
         log.info("%s/%d is ready (%s)", model, version, "reloaded" if serving else "loaded")
         if serving is not None:
-            await self._retire(serving)
+            await self._retire(serving, replaced=True)
 
     async def _unload(self, key: tuple[str, int]) -> None:
         slot = self._slots[key]
@@ -343,14 +341,15 @@ class ModelRegistry:
         if slot.loaded is not None:
             slot.state = State.UNLOADING
             self._ready.get(model, {}).pop(version, None)
-            await self._retire(slot.loaded)
+            self._publish()
+            await self._retire(slot.loaded, replaced=False)
         del self._slots[key]
         if not any(m == model for m, _ in self._slots):
             self._labels.pop(model, None)
             self._ready.pop(model, None)
         log.info("%s/%d unloaded", model, version)
 
-    async def _retire(self, loaded: ModelVersion) -> None:
+    async def _retire(self, loaded: ModelVersion, *, replaced: bool) -> None:
         if not await loaded.drained(self.settings.drain_timeout_s):
             log.warning(
                 "%s/%d: %d requests still running after the drain timeout",
@@ -358,10 +357,8 @@ class ModelRegistry:
                 loaded.version,
                 loaded.in_flight,
             )
-        if self._on_unload is not None:
-            result = self._on_unload(loaded)
-            if asyncio.iscoroutine(result):
-                await result
+        await loaded.executor.stop(self.settings.drain_timeout_s)
+        await self._on_retire(loaded, replaced)
 
     async def unload_model(self, model: str) -> None:
         """Stop serving ``model`` until ``load_model`` (the repository API's unload)."""
@@ -385,3 +382,4 @@ class ModelRegistry:
         async with self._lock:
             for key in list(self._slots):
                 await self._unload(key)
+            self._publish()

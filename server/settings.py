@@ -49,8 +49,8 @@ class BatchingSettings(BaseModel):
         description="How long the oldest queued request may wait for others to join its batch. With 0, "
         "requests still gather while every instance is busy.",
     )
-    preferred_batch_sizes: list[int] = Field(
-        default_factory=list,
+    preferred_batch_sizes: tuple[int, ...] = Field(
+        (),
         description="Batch sizes that run a batch at once; empty lets the load-time profile choose.",
     )
     max_queue_size: int = Field(
@@ -62,6 +62,24 @@ class BatchingSettings(BaseModel):
         "auto",
         description="Run the model on the event loop (inline) or on worker threads; auto measures at load.",
     )
+
+    @field_validator("max_batch_size", "max_queue_delay_us", "max_queue_size", "instances", mode="before")
+    @classmethod
+    def _no_bools(cls, value: Any) -> Any:
+        if isinstance(value, bool):  # YAML's `yes` is not a count
+            raise ValueError(f"expected an integer, got {value!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _preferred_fit(self) -> BatchingSettings:
+        sizes = tuple(sorted(set(self.preferred_batch_sizes)))
+        for size in sizes:
+            if size < 1 or size > self.max_batch_size:
+                raise ValueError(
+                    f"preferred_batch_sizes: {size} is outside 1..max_batch_size ({self.max_batch_size})"
+                )
+        object.__setattr__(self, "preferred_batch_sizes", sizes)  # sorted: the batcher relies on it
+        return self
 
 
 class MonitoringSettings(BaseModel):

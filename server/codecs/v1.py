@@ -16,10 +16,15 @@ from typing import Any
 import numpy as np
 import orjson
 
-from sluice.server.codecs.v2 import NUMPY_OPT, Array, InferRequest, check_shape, load_object, quoted_names
-from sluice.converters.artifact.errors import BadRequestError, BodyTooLargeError, InternalError, InvalidInputError
+from sluice.converters.artifact.errors import (
+    BadRequestError,
+    BodyTooLargeError,
+    InternalError,
+    InvalidInputError,
+)
 from sluice.converters.artifact.manifest import TensorSpec
 from sluice.server.codecs.tensors import cast, json_rows, json_values
+from sluice.server.codecs.v2 import NUMPY_OPT, Array, InferRequest, check_shape, load_object, quoted_names
 
 __all__ = ["decode_v1", "encode_v1"]
 

@@ -17,7 +17,6 @@ from typing import Any
 import numpy.typing as npt
 import orjson
 
-from sluice.server.codecs.binary import decompress, read_bytes, read_fixed, write_tensor
 from sluice.converters.artifact.datatypes import ITEM_SIZES, NUMPY_DTYPES, can_cast, v2_datatype
 from sluice.converters.artifact.errors import (
     BadRequestError,
@@ -26,6 +25,7 @@ from sluice.converters.artifact.errors import (
     InvalidInputError,
 )
 from sluice.converters.artifact.manifest import TensorSpec
+from sluice.server.codecs.binary import decompress, read_bytes, read_fixed, write_tensor
 from sluice.server.codecs.tensors import cast, json_data, json_values
 
 __all__ = [

@@ -25,110 +25,29 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from typing import Any, Protocol
-
-import numpy as np
-import numpy.typing as npt
 
 from sluice.converters.artifact.errors import (
     DeadlineExceededError,
-    InternalError,
     InvalidInputError,
     NotReadyError,
     OverloadedError,
 )
-
-Tensors = dict[str, npt.NDArray[Any]]
-Execute = Callable[[Tensors], Tensors]
+from sluice.server.execution.batches import (
+    BatchObserver,
+    NullObserver,
+    Pending,
+    RunModel,
+    Tensors,
+    batch_error,
+    run_batch,
+)
+from sluice.server.settings import BatchingSettings
 
 log = logging.getLogger("sluice.batching")
 
 # A timer may fire a hair before its due time on our clock (float rounding between the clock and the loop's
 # time); within this margin it counts as due, so a frozen test clock cannot make it re-arm forever.
 _EARLY_S = 1e-6
-
-
-@dataclass(frozen=True)
-class BatchingConfig:
-    """Batching knobs of one model version.
-
-    ``max_batch_size`` and ``max_queue_size`` count rows; ``max_queue_delay_us`` is measured from the
-    oldest waiting request; a batch leaves at once when it reaches one of ``preferred_batch_sizes``;
-    ``instances`` is how many batches may execute at the same time.
-    """
-
-    max_batch_size: int = 64
-    max_queue_delay_us: int = 500
-    preferred_batch_sizes: tuple[int, ...] = ()
-    max_queue_size: int = 4096
-    instances: int = 1
-
-    def __post_init__(self) -> None:
-        for field in ("max_batch_size", "max_queue_size", "instances"):
-            _check_int(field, getattr(self, field), minimum=1)
-        # Zero is meaningful: no waiting, requests gather only while every instance is busy.
-        _check_int("max_queue_delay_us", self.max_queue_delay_us, minimum=0)
-        # Accept any iterable from settings (lists from YAML) but store a sorted tuple: the batcher
-        # relies on the order.
-        sizes = tuple(self.preferred_batch_sizes)
-        for size in sizes:
-            _check_int("preferred_batch_sizes", size, minimum=1)
-            if size > self.max_batch_size:
-                raise ValueError(
-                    f"preferred_batch_sizes: {size} exceeds max_batch_size ({self.max_batch_size})"
-                )
-        object.__setattr__(self, "preferred_batch_sizes", tuple(sorted(set(sizes))))
-
-
-def _check_int(field: str, value: object, *, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{field}: expected an integer >= {minimum}, got {value!r}")
-
-
-class BatchObserver(Protocol):
-    """What the monitoring layer learns from a batcher; every method is called on the event loop."""
-
-    def on_batch(self, rows: int, requests: int, queue_s: list[float], compute_s: float) -> None: ...
-
-    def on_shed(self, reason: str) -> None: ...  # queue_full, deadline, disconnected, shutdown
-
-    def on_queue(self, rows: int) -> None: ...  # queued rows after each change; called per request
-
-
-class NullObserver:
-    """The default observer: ignores everything."""
-
-    def on_batch(self, rows: int, requests: int, queue_s: list[float], compute_s: float) -> None:
-        return None
-
-    def on_shed(self, reason: str) -> None:
-        return None
-
-    def on_queue(self, rows: int) -> None:
-        return None
-
-
-class _Request:
-    __slots__ = ("deadline", "enqueued", "future", "high", "inputs", "queued", "rows", "timer")
-
-    def __init__(
-        self,
-        inputs: Tensors,
-        rows: int,
-        future: asyncio.Future[Tensors],
-        deadline: float | None,
-        enqueued: float,
-        high: bool,
-    ) -> None:
-        self.inputs = inputs
-        self.rows = rows
-        self.future = future
-        self.deadline = deadline
-        self.enqueued = enqueued
-        self.high = high
-        self.queued = True
-        self.timer: asyncio.TimerHandle | None = None
 
 
 class Batcher:
@@ -155,8 +74,8 @@ class Batcher:
 
     def __init__(
         self,
-        execute: Execute,
-        config: BatchingConfig,
+        execute: RunModel,
+        config: BatchingSettings,
         *,
         inline: bool = False,
         clock: Callable[[], float] = time.monotonic,
@@ -171,10 +90,11 @@ class Batcher:
         self._observer: BatchObserver = observer if observer is not None else NullObserver()
         self._instances = 1 if inline else config.instances
         self._delay_s = config.max_queue_delay_us / 1e6
-        self._high: deque[_Request] = deque()
-        self._normal: deque[_Request] = deque()
+        self._preferred = tuple(sorted(set(config.preferred_batch_sizes)))
+        self._high: deque[Pending] = deque()
+        self._normal: deque[Pending] = deque()
         self._queued_rows = 0
-        self._running: set[tuple[_Request, ...]] = set()
+        self._running: set[tuple[Pending, ...]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._pool: ThreadPoolExecutor | None = None
         self._pump_scheduled = False
@@ -280,7 +200,7 @@ class Batcher:
             )
 
         future: asyncio.Future[Tensors] = loop.create_future()
-        request = _Request(inputs, rows, future, deadline, now, priority == 1)
+        request = Pending(inputs, rows, future, deadline, now, priority == 1)
         (self._high if request.high else self._normal).append(request)
         self._queued_rows += rows
         self._observer.on_queue(self._queued_rows)
@@ -304,7 +224,7 @@ class Batcher:
     def _label(self) -> str:
         return f"{self.name}: " if self.name else ""
 
-    def _unqueue(self, request: _Request, *, in_deque: bool = True, notify: bool = True) -> None:
+    def _unqueue(self, request: Pending, *, in_deque: bool = True, notify: bool = True) -> None:
         """Take ``request`` out of the queue's accounting, and out of its deque when ``in_deque``."""
         if request.timer is not None:
             request.timer.cancel()
@@ -319,7 +239,7 @@ class Batcher:
         if notify:
             self._observer.on_queue(self._queued_rows)
 
-    def _check_deadline(self, request: _Request) -> None:
+    def _check_deadline(self, request: Pending) -> None:
         request.timer = None
         if not request.queued or request.deadline is None or self._loop is None:
             return
@@ -330,7 +250,7 @@ class Batcher:
         self._expire(request)
         self._check_idle()
 
-    def _expire(self, request: _Request) -> None:
+    def _expire(self, request: Pending) -> None:
         self._unqueue(request)
         self._observer.on_shed("deadline")
         if not request.future.done():
@@ -338,17 +258,17 @@ class Batcher:
                 DeadlineExceededError(f"{self._label}deadline passed while the request was queued")
             )
 
-    def _pending(self) -> Iterable[_Request]:
+    def _pending(self) -> Iterable[Pending]:
         yield from self._high
         yield from self._normal
 
-    def _take(self, now: float) -> list[_Request] | None:
+    def _take(self, now: float) -> list[Pending] | None:
         """The next batch if one should leave now, else None (the caller arms the delay timer)."""
         config = self.config
         while True:
-            batch: list[_Request] = []
+            batch: list[Pending] = []
             rows = 0
-            stale: _Request | None = None
+            stale: Pending | None = None
             for request in self._pending():
                 if request.deadline is not None and request.deadline <= now:
                     stale = request  # its timer has not run yet, and it must not execute
@@ -368,7 +288,7 @@ class Batcher:
             return batch
         if self._queued_rows >= config.max_batch_size:
             return batch  # waiting cannot make it bigger
-        reached = [size for size in config.preferred_batch_sizes if size <= rows]
+        reached = [size for size in self._preferred if size <= rows]
         if not reached:
             return None
         cut, total = 0, 0
@@ -431,24 +351,26 @@ class Batcher:
             self._delay_timer.cancel()
             self._delay_timer = None
 
-    def _launch(self, batch: tuple[_Request, ...], now: float) -> None:
+    def _launch(self, batch: tuple[Pending, ...], now: float) -> None:
         queue_s = [now - request.enqueued for request in batch]
         self._running.add(batch)
         if self._pool is None:
             try:
-                outcome = self._run(batch)
+                outcome = run_batch(self._execute, batch, self._clock, self._label)
             except Exception as exc:
                 self._finish(batch, queue_s, None, exc)
             else:
                 self._finish(batch, queue_s, outcome, None)
             return
         assert self._loop is not None
-        done = self._loop.run_in_executor(self._pool, self._run, batch)
+        done = self._loop.run_in_executor(
+            self._pool, run_batch, self._execute, batch, self._clock, self._label
+        )
         done.add_done_callback(lambda f: self._on_done(batch, queue_s, f))
 
     def _on_done(
         self,
-        batch: tuple[_Request, ...],
+        batch: tuple[Pending, ...],
         queue_s: list[float],
         done: asyncio.Future[tuple[list[Tensors], float]],
     ) -> None:
@@ -460,38 +382,9 @@ class Batcher:
             self._finish(batch, queue_s, done.result(), None)
         self._pump()
 
-    def _run(self, batch: tuple[_Request, ...]) -> tuple[list[Tensors], float]:
-        """Concatenate, execute and split one batch; runs on a worker thread unless inline."""
-        if len(batch) == 1:
-            inputs = batch[0].inputs
-        else:
-            inputs = {
-                name: np.concatenate([request.inputs[name] for request in batch]) for name in batch[0].inputs
-            }
-        rows = sum(request.rows for request in batch)
-        start = self._clock()
-        outputs = self._execute(inputs)
-        compute_s = self._clock() - start
-        for name, array in outputs.items():
-            if array.ndim == 0 or array.shape[0] != rows:
-                got = array.shape[0] if array.ndim else "no"
-                raise InternalError(
-                    f"{self._label}output '{name}' has {got} rows for a batch of {rows}",
-                    details={"output": name},
-                )
-        if len(batch) == 1:
-            return [outputs], compute_s
-        parts: list[Tensors] = []
-        offset = 0
-        for request in batch:
-            end = offset + request.rows
-            parts.append({name: array[offset:end] for name, array in outputs.items()})  # views
-            offset = end
-        return parts, compute_s
-
     def _finish(
         self,
-        batch: tuple[_Request, ...],
+        batch: tuple[Pending, ...],
         queue_s: list[float],
         outcome: tuple[list[Tensors], float] | None,
         error: BaseException | None,
@@ -500,7 +393,7 @@ class Batcher:
         if outcome is None:
             for request in batch:
                 if not request.future.done():
-                    request.future.set_exception(self._batch_error(error))
+                    request.future.set_exception(batch_error(error, self._label))
             return
         parts, compute_s = outcome
         for request, part in zip(batch, parts, strict=True):
@@ -510,20 +403,6 @@ class Batcher:
             self._observer.on_batch(sum(r.rows for r in batch), len(batch), queue_s, compute_s)
         except Exception:  # a monitoring fault must not stall the queue
             log.exception("%sbatch observer failed", self._label)
-
-    def _batch_error(self, error: BaseException | None) -> BaseException:
-        if isinstance(error, NotReadyError):
-            return NotReadyError(error.message)
-        if isinstance(error, InternalError):  # the runtime's own translation: keep its message
-            fresh = InternalError(error.message, details=error.details)
-        else:
-            fresh = InternalError(
-                f"{self._label}batch execution failed ({type(error).__name__})",
-                details={"reason": "model_execution"},
-            )
-        # One exception object per caller: a shared one would collect every caller's traceback.
-        fresh.__cause__ = error
-        return fresh
 
     def _check_idle(self) -> None:
         idle = self._idle

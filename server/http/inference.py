@@ -8,37 +8,36 @@ codecs and the model together for a small tabular model. So ``InferenceEndpoint`
     POST /v1/models/{m}[/versions/{v} | /labels/{l}]:predict
 
 by splitting the path, and serves them with plain ASGI messages; every other request (and the lifespan)
-goes to the wrapped app. Errors are rendered exactly as the app's handler renders them.
+goes to the wrapped app. It only does HTTP: what to serve and the serving itself are
+``InferenceService.infer``'s; errors are rendered by ``sluice.server.http.errors``, as the app's are.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import gzip
 import logging
-import time
 import zlib
 from collections.abc import Awaitable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import orjson
 from starlette.datastructures import Headers, QueryParams
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sluice.server.codecs.v2 import InferRequest, decode_v2, decompress, encode_v2
 from sluice.converters.artifact.errors import (
     BadRequestError,
     BodyTooLargeError,
     ClientDisconnectedError,
-    OverloadedError,
-    SluiceError,
     UnsupportedMediaError,
+    VersionNotFoundError,
 )
-from sluice.server.codecs.v1 import decode_v1, encode_v1
-
-if TYPE_CHECKING:
-    from sluice.server.app import Gateway
-    from sluice.server.registry import ModelVersion
+from sluice.server.codecs import InferRequest, decode_v1, decode_v2, decompress, encode_v1, encode_v2
+from sluice.server.http.errors import JSON, render
+from sluice.server.registry import ModelVersion
+from sluice.server.routing import Target, parse_version
+from sluice.server.service import InferenceService
+from sluice.server.settings import Settings
 
 log = logging.getLogger("sluice.endpoint")
 
@@ -46,11 +45,20 @@ log = logging.getLogger("sluice.endpoint")
 READABLE_TYPES = frozenset(
     {"", "application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
 )
-_JSON = b"application/json"
+_JSON = JSON
 
 
-def parse_target(path: str) -> tuple[str, str, str | None, str | None] | None:
-    """``(protocol, model, version, label)`` for an inference path, else None."""
+def parse_target(path: str) -> tuple[str, Target] | None:
+    """``(protocol, target)`` for an inference path, else None (not an inference request).
+
+    A version segment that is not a version number (``abc``, ``٣``, 5,000 digits) is a 404 here: versions
+    are ints from this point on.
+
+    >>> parse_target("/v2/models/churn/versions/2/infer")
+    ('v2', Target(model='churn', version=2, label=None))
+    >>> parse_target("/v1/models/churn/labels/canary:predict")
+    ('v1', Target(model='churn', version=None, label='canary'))
+    """
     if path.startswith("/v2/models/") and path.endswith("/infer"):
         protocol, parts = "v2", path[11:-6].split("/")
     elif path.startswith("/v1/models/") and path.endswith(":predict"):
@@ -58,13 +66,21 @@ def parse_target(path: str) -> tuple[str, str, str | None, str | None] | None:
     else:
         return None
     if len(parts) == 1 and parts[0]:
-        return protocol, parts[0], None, None
+        return protocol, Target(parts[0])
     if len(parts) == 3 and parts[0] and parts[2]:
         if parts[1] == "versions":
-            return protocol, parts[0], parts[2], None
+            return protocol, Target(parts[0], version=path_version(parts[0], parts[2]))
         if parts[1] == "labels":
-            return protocol, parts[0], None, parts[2]
+            return protocol, Target(parts[0], label=parts[2])
     return None
+
+
+def path_version(model: str, text: str) -> int:
+    """The version number in a path, or a 404 that quotes (a bounded piece of) what was sent."""
+    number = parse_version(text)
+    if number is None:
+        raise VersionNotFoundError(f"model '{model}' has no version {text[:40]!r}")
+    return number
 
 
 class _LazyQuery(Mapping[str, str]):
@@ -250,81 +266,66 @@ def compress(payload: bytes, encoding: str) -> bytes:
     return zlib.compress(payload, COMPRESS_LEVEL)  # HTTP's deflate is the zlib format
 
 
-def error_response(exc: SluiceError) -> tuple[int, list[tuple[bytes, bytes]], bytes]:
-    """Status, headers and body of an error, as the Starlette app's handler renders them too."""
-    headers = [(b"content-type", _JSON)]
-    if isinstance(exc, OverloadedError):
-        headers.append((b"retry-after", str(exc.retry_after_s).encode()))
-    return exc.status, headers, orjson.dumps(exc.to_json())
-
-
 class InferenceEndpoint:
     """ASGI app: inference requests served directly, everything else by ``app``."""
 
-    def __init__(self, app: ASGIApp, gateway: Gateway) -> None:
+    def __init__(self, app: ASGIApp, service: InferenceService, settings: Settings) -> None:
         self.app = app
-        self.gateway = gateway
+        self.service = service
+        self.settings = settings
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
-            target = parse_target(scope["path"])
-            if target is not None:
-                await self._infer(scope, receive, send, *target)
+            try:
+                found = parse_target(scope["path"])
+            except VersionNotFoundError as exc:
+                await _send(send, *render(exc))
+                return
+            if found is not None:
+                await self._infer(scope, receive, send, *found)
                 return
         await self.app(scope, receive, send)
 
-    async def _infer(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        protocol: str,
-        model: str,
-        version: str | None,
-        label: str | None,
-    ) -> None:
-        gateway = self.gateway
-        started = time.perf_counter()
+    async def _infer(self, scope: Scope, receive: Receive, send: Send, protocol: str, target: Target) -> None:
+        settings = self.settings
         headers: dict[bytes, bytes] = dict(scope["headers"])
-        mv: ModelVersion | None = None
-        reason = "default"
-        try:
-            mv, reason = gateway.service.resolve(
-                model,
-                version,
-                label=label,
-                headers=_LazyHeaders(scope),
-                query=_LazyQuery(scope["query_string"]),
-            )
-            limit = gateway.settings.max_body_bytes
+
+        async def decode(mv: ModelVersion) -> InferRequest:
+            limit = settings.max_body_bytes
             body = await read_body(headers, receive, limit)
             encoding = headers.get(b"content-encoding")
             if encoding is not None:
                 body = decompress(body, encoding.decode("latin-1"), max_bytes=limit)
-            decoded: InferRequest
             if protocol == "v2":
-                decoded = decode_v2(
+                return decode_v2(
                     body,
                     header_length=header_length(headers),
                     signature=mv.inputs,
-                    max_elements=gateway.settings.max_elements,
+                    max_elements=settings.max_elements,
                     allow_nan=mv.allow_nan,
                     output_names=mv.output_names,
                 )
-            else:
-                decoded = decode_v1(
-                    body,
-                    signature=mv.inputs,
-                    max_elements=gateway.settings.max_elements,
-                    allow_nan=mv.allow_nan,
-                )
-            outputs = await run_until_disconnect(receive, gateway.service.run(mv, decoded))
+            return decode_v1(
+                body, signature=mv.inputs, max_elements=settings.max_elements, allow_nan=mv.allow_nan
+            )
+
+        served = await self.service.infer(
+            target,
+            _LazyHeaders(scope),
+            _LazyQuery(scope["query_string"]),
+            decode,
+            functools.partial(run_until_disconnect, receive),
+        )
+        mv, error = served.version, served.error
+        if error is None:
+            assert mv is not None and served.request is not None and served.outputs is not None
+            status = 200
             if protocol == "v2":
                 payload, content = encode_v2(
                     model_name=mv.model,
                     model_version=str(mv.version),
-                    request=decoded,
-                    outputs=outputs,
+                    request=served.request,
+                    outputs=served.outputs,
                     output_specs=mv.outputs,
                 )
                 response_headers = (
@@ -333,38 +334,28 @@ class InferenceEndpoint:
                     else [(b"content-type", _JSON)]
                 )
             else:
-                payload = encode_v1(outputs, mv.outputs)
+                payload = encode_v1(served.outputs, mv.outputs)
                 response_headers = [(b"content-type", _JSON)]
-        except SluiceError as exc:
-            gateway.account(mv, exc.status, reason, started)
-            if exc.status >= 500:
-                log.error("POST %s: %s", scope["path"], exc.message, exc_info=exc.__cause__)
-            if isinstance(exc, ClientDisconnectedError):
-                return  # nobody is there to read an answer
-            status, response_headers, payload = error_response(exc)
-        except Exception:
-            gateway.account(mv, 500, reason, started)
-            log.exception("unexpected error on POST %s", scope["path"])
-            status, response_headers, payload = (
-                500,
-                [(b"content-type", _JSON)],
-                orjson.dumps({"error": "internal server error", "code": "internal"}),
-            )
+        elif isinstance(error, ClientDisconnectedError):
+            return  # nobody is there to read an answer
         else:
-            gateway.account(mv, 200, reason, started, decoded.inputs, outputs)
-            status = 200
+            status, response_headers, payload = render(error)
         if mv is not None:  # errors too: a failing canary names itself
             response_headers += [
                 (b"x-model-version", str(mv.version).encode()),
-                (b"x-route-reason", reason.encode()),
+                (b"x-route-reason", served.reason.encode()),
             ]
-        threshold = gateway.settings.compress_responses_from_bytes
+        threshold = settings.compress_responses_from_bytes
         if status == 200 and threshold is not None and len(payload) >= threshold:
             accept = headers.get(b"accept-encoding")
             chosen = accepted_encoding(accept) if accept is not None else None
             if chosen is not None:
                 payload = compress(payload, chosen)
                 response_headers += [(b"content-encoding", chosen.encode()), (b"vary", b"accept-encoding")]
-        response_headers.append((b"content-length", str(len(payload)).encode()))
-        await send({"type": "http.response.start", "status": status, "headers": response_headers})
-        await send({"type": "http.response.body", "body": payload})
+        await _send(send, status, response_headers, payload)
+
+
+async def _send(send: Send, status: int, headers: list[tuple[bytes, bytes]], payload: bytes) -> None:
+    headers.append((b"content-length", str(len(payload)).encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": payload})

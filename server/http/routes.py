@@ -1,205 +1,202 @@
 """HTTP endpoints other than inference: health, metadata, config, repository, admin and ``/metrics``.
 
-Inference itself is raw ASGI in ``sluice.server.http.inference``, in front of these Starlette routes. Every failure is
-a ``SluiceError``; the app's handler renders it.
+Inference itself is raw ASGI in ``sluice.server.http.inference``, in front of these Starlette routes. The
+handlers are methods of ``Endpoints``, which gets everything it reads through its constructor. Every failure
+is a ``SluiceError``; ``sluice.server.http.errors`` renders it.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hmac
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
 import orjson
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Route
 
-from sluice.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from sluice.server import __version__
 from sluice.converters.artifact.datatypes import triton_type
-from sluice.converters.artifact.errors import (
-    ForbiddenError,
-    NotFoundError,
-    SluiceError,
-    UnauthorizedError,
-)
-
-if TYPE_CHECKING:
-    from sluice.server.app import Gateway
-    from sluice.server.registry import ModelVersion
+from sluice.converters.artifact.errors import ForbiddenError, NotFoundError, SluiceError, UnauthorizedError
+from sluice.converters.artifact.manifest import TensorSpec
+from sluice.monitoring.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
+from sluice.monitoring.metrics import Metrics
+from sluice.monitoring.monitor import Monitor
+from sluice.server import __version__
+from sluice.server.http.inference import path_version
+from sluice.server.registry import ModelRegistry, ModelVersion
+from sluice.server.routing import Target
+from sluice.server.service import InferenceService
+from sluice.server.settings import Settings
 
 EXTENSIONS = ["binary_tensor_data", "model_repository"]
-
-# curl -d sends form-urlencoded and many clients send text/plain: both carry our JSON in practice.
-_READABLE_TYPES = frozenset(
-    {"", "application/json", "application/octet-stream", "application/x-www-form-urlencoded", "text/plain"}
-)
 
 
 def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
 
 
-def _gateway(request: Request) -> Gateway:
-    gateway: Gateway = request.app.state.gateway
-    return gateway
-
-
-# ----- health and metadata ----------------------------------------------------------------------
-
-
-async def live(request: Request) -> Response:
-    return json_response({"live": True})
-
-
-async def ready(request: Request) -> Response:
-    is_ready = _gateway(request).ready
-    return json_response({"ready": is_ready}, 200 if is_ready else 503)
-
-
-async def server_metadata(request: Request) -> Response:
-    return json_response({"name": "sluice", "version": __version__, "extensions": EXTENSIONS})
-
-
-def _resolve(request: Request, *, route: bool = False) -> tuple[ModelVersion, str]:
-    """The version a request goes to and why; only inference (``route``) goes through the router."""
+def target_of(request: Request) -> Target:
+    """The model and the version or label a path names."""
     params = request.path_params
-    return _gateway(request).service.resolve(
-        params["model"],
-        params.get("version"),
-        label=params.get("label"),
-        headers=request.headers if route else None,
-        query=request.query_params if route else None,
-    )
+    model = params["model"]
+    version = params.get("version")
+    return Target(model, path_version(model, version) if version is not None else None, params.get("label"))
 
 
-def _tensor(spec: Any) -> dict[str, Any]:
+def tensor_json(spec: TensorSpec) -> dict[str, Any]:
     return {"name": spec.name, "datatype": spec.datatype, "shape": list(spec.shape)}
 
 
-async def model_metadata(request: Request) -> Response:
-    gateway = _gateway(request)
-    mv, _ = _resolve(request)
-    versions = (
-        [str(mv.version)]
-        if "version" in request.path_params
-        else [str(v.version) for v in gateway.registry.versions(mv.model)]
-    )
-    body: dict[str, Any] = {
-        "name": mv.model,
-        "versions": versions,
-        "platform": mv.manifest.platform,
-        "inputs": [_tensor(t) for t in mv.inputs],
-        "outputs": [_tensor(t) for t in mv.outputs],
-    }
-    return json_response(body)
+class Endpoints:
+    """The Starlette side of the gateway: each handler reads what it needs from the constructor's objects."""
 
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ModelRegistry,
+        service: InferenceService,
+        metrics: Metrics,
+        monitor: Monitor | None,
+        is_ready: Callable[[], bool],
+    ) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.service = service
+        self.metrics = metrics
+        self.monitor = monitor
+        self.is_ready = is_ready
 
-async def model_ready(request: Request) -> Response:
-    try:
-        mv, _ = _resolve(request)
-    except NotFoundError:
-        raise
-    except SluiceError:
-        return json_response({"name": request.path_params["model"], "ready": False}, 503)
-    return json_response({"name": mv.model, "ready": True})
+    def require_admin(self, request: Request) -> None:
+        token = self.settings.admin_token
+        if token is None:
+            raise ForbiddenError("the admin API is off: set SLUICE_ADMIN_TOKEN to enable it")
+        sent = request.headers.get("authorization", "")
+        scheme, _, credential = sent.partition(" ")
+        expected = token.get_secret_value().encode()
+        if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), expected):
+            raise UnauthorizedError("missing or wrong bearer token for the admin API")
 
+    def _version(self, request: Request) -> ModelVersion:
+        return self.service.version_for(target_of(request))
 
-async def model_config(request: Request) -> Response:
-    mv, _ = _resolve(request)
-    b = mv.batching
-    batched = all(t.shape[:1] == (-1,) for t in mv.inputs)
-    max_batch = b.max_batch_size if batched else 0
+    # ----- health and metadata ------------------------------------------------------------------
 
-    def dims(spec: Any) -> list[int]:
-        return list(spec.shape[1:] if max_batch else spec.shape)
+    async def live(self, request: Request) -> Response:
+        return json_response({"live": True})
 
-    body: dict[str, Any] = {
-        "name": mv.model,
-        "platform": mv.manifest.platform,
-        "backend": "onnxruntime",
-        "max_batch_size": max_batch,
-        "input": [{"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t)} for t in mv.inputs],
-        "output": [
-            {"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t)} for t in mv.outputs
-        ],
-        "version_policy": {"specific": {"versions": [mv.version]}},
-        "parameters": {"sluice_execution": {"string_value": orjson.dumps(mv.execution).decode()}},
-    }
-    if mv.execution.get("batching"):
-        body["dynamic_batching"] = {
-            "preferred_batch_size": mv.execution["preferred_batch_sizes"],
-            "max_queue_delay_microseconds": b.max_queue_delay_us,
+    async def ready(self, request: Request) -> Response:
+        is_ready = self.is_ready()
+        return json_response({"ready": is_ready}, 200 if is_ready else 503)
+
+    async def server_metadata(self, request: Request) -> Response:
+        return json_response({"name": "sluice", "version": __version__, "extensions": EXTENSIONS})
+
+    async def model_metadata(self, request: Request) -> Response:
+        mv = self._version(request)
+        versions = (
+            [str(mv.version)]
+            if "version" in request.path_params
+            else [str(v.version) for v in self.registry.versions(mv.model)]
+        )
+        body: dict[str, Any] = {
+            "name": mv.model,
+            "versions": versions,
+            "platform": mv.manifest.platform,
+            "inputs": [tensor_json(t) for t in mv.inputs],
+            "outputs": [tensor_json(t) for t in mv.outputs],
         }
-    return json_response(body)
+        return json_response(body)
 
+    async def model_ready(self, request: Request) -> Response:
+        try:
+            mv = self._version(request)
+        except NotFoundError:
+            raise
+        except SluiceError:
+            return json_response({"name": request.path_params["model"], "ready": False}, 503)
+        return json_response({"name": mv.model, "ready": True})
 
-async def repository_index(request: Request) -> Response:
-    return json_response(_gateway(request).registry.index())
+    async def model_config(self, request: Request) -> Response:
+        mv = self._version(request)
+        b = mv.batching
+        batched = all(t.shape[:1] == (-1,) for t in mv.inputs)
+        max_batch = b.max_batch_size if batched else 0
 
+        def dims(spec: TensorSpec) -> list[int]:
+            return list(spec.shape[1:] if max_batch else spec.shape)
 
-# ----- admin and metrics ------------------------------------------------------------------------
+        def tensors(specs: list[TensorSpec]) -> list[dict[str, Any]]:
+            return [{"name": t.name, "data_type": triton_type(t.datatype), "dims": dims(t)} for t in specs]
 
+        body: dict[str, Any] = {
+            "name": mv.model,
+            "platform": mv.manifest.platform,
+            "backend": "onnxruntime",
+            "max_batch_size": max_batch,
+            "input": tensors(mv.inputs),
+            "output": tensors(mv.outputs),
+            "version_policy": {"specific": {"versions": [mv.version]}},
+            "parameters": {"sluice_execution": {"string_value": orjson.dumps(mv.execution).decode()}},
+        }
+        if mv.execution.get("batching"):
+            body["dynamic_batching"] = {
+                "preferred_batch_size": mv.execution["preferred_batch_sizes"],
+                "max_queue_delay_microseconds": b.max_queue_delay_us,
+            }
+        return json_response(body)
 
-def require_admin(request: Request) -> None:
-    token = _gateway(request).settings.admin_token
-    if token is None:
-        raise ForbiddenError("the admin API is off: set SLUICE_ADMIN_TOKEN to enable it")
-    sent = request.headers.get("authorization", "")
-    scheme, _, credential = sent.partition(" ")
-    expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(credential.strip().encode(), expected):
-        raise UnauthorizedError("missing or wrong bearer token for the admin API")
+    async def model_monitoring(self, request: Request) -> Response:
+        """What the monitor sees of a version: per feature, prediction, latency, errors, incidents."""
+        mv = self._version(request)
+        if self.monitor is None:
+            return json_response({"model": mv.model, "version": str(mv.version), "watched": False})
+        # A snapshot waits for the chunk being fed (a lock): off the event loop.
+        body = await asyncio.to_thread(self.monitor.snapshot, mv.model, mv.version)
+        return json_response(body)
 
+    # ----- repository, admin and metrics --------------------------------------------------------
 
-async def repository_load(request: Request) -> Response:
-    require_admin(request)
-    await _gateway(request).registry.load_model(request.path_params["model"])
-    return json_response({})
+    async def repository_index(self, request: Request) -> Response:
+        return json_response(self.registry.index())
 
+    async def repository_load(self, request: Request) -> Response:
+        self.require_admin(request)
+        await self.registry.load_model(request.path_params["model"])
+        return json_response({})
 
-async def repository_unload(request: Request) -> Response:
-    require_admin(request)
-    await _gateway(request).registry.unload_model(request.path_params["model"])
-    return json_response({})
+    async def repository_unload(self, request: Request) -> Response:
+        self.require_admin(request)
+        await self.registry.unload_model(request.path_params["model"])
+        return json_response({})
 
+    async def metrics_text(self, request: Request) -> Response:
+        return Response(self.metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
 
-async def metrics(request: Request) -> Response:
-    return Response(_gateway(request).metrics.exposition(), media_type=METRICS_CONTENT_TYPE)
-
-
-_MODEL = "/v2/models/{model}"
-_VERSION = "/v2/models/{model}/versions/{version}"
-_LABEL = "/v2/models/{model}/labels/{label}"
-
-# Inference (v2 .../infer, v1 ...:predict) is served by server.endpoint in front of these routes.
-ROUTES = [
-    Route("/v2/health/live", live),
-    Route("/v2/health/ready", ready),
-    Route("/v2", server_metadata),
-    Route("/v2/repository/index", repository_index, methods=["POST"]),
-    Route("/v2/repository/models/{model}/load", repository_load, methods=["POST"]),
-    Route("/v2/repository/models/{model}/unload", repository_unload, methods=["POST"]),
-    Route("/metrics", metrics),
-]
-for _base in (_MODEL, _VERSION, _LABEL):
-    ROUTES += [
-        Route(_base, model_metadata),
-        Route(_base + "/ready", model_ready),
-        Route(_base + "/config", model_config),
-    ]
-
-
-async def model_monitoring(request: Request) -> Response:
-    """What the monitor sees of a version: per feature, prediction, latency, errors, incidents."""
-    gateway = _gateway(request)
-    mv, _ = _resolve(request)
-    if gateway.monitor is None:
-        return json_response({"model": mv.model, "version": str(mv.version), "watched": False})
-    # A snapshot waits for the chunk being fed (a lock): off the event loop.
-    body = await asyncio.to_thread(gateway.monitor.snapshot, mv.model, mv.version)
-    return json_response(body)
-
-
-ROUTES += [Route(_MODEL + "/monitoring", model_monitoring), Route(_VERSION + "/monitoring", model_monitoring)]
+    def routes(self) -> list[BaseRoute]:
+        """Every route but inference (v2 .../infer, v1 ...:predict: ``sluice.server.http.inference``)."""
+        routes: list[BaseRoute] = [
+            Route("/v2/health/live", self.live),
+            Route("/v2/health/ready", self.ready),
+            Route("/v2", self.server_metadata),
+            Route("/v2/repository/index", self.repository_index, methods=["POST"]),
+            Route("/v2/repository/models/{model}/load", self.repository_load, methods=["POST"]),
+            Route("/v2/repository/models/{model}/unload", self.repository_unload, methods=["POST"]),
+            Route("/metrics", self.metrics_text),
+        ]
+        for base in (
+            "/v2/models/{model}",
+            "/v2/models/{model}/versions/{version}",
+            "/v2/models/{model}/labels/{label}",
+        ):
+            routes += [
+                Route(base, self.model_metadata),
+                Route(base + "/ready", self.model_ready),
+                Route(base + "/config", self.model_config),
+            ]
+        routes += [
+            Route("/v2/models/{model}/monitoring", self.model_monitoring),
+            Route("/v2/models/{model}/versions/{version}/monitoring", self.model_monitoring),
+        ]
+        return routes

@@ -1,6 +1,6 @@
 """Rollout gates: per-version windows of what happened, and the checks that read them.
 
-A ``Window`` keeps one version's recent requests (error or not, latency) and shadow comparisons, bounded
+A ``GateWindow`` keeps one version's recent requests (error or not, latency) and shadow comparisons, bounded
 in memory; ``Analyzer`` turns the stable's and the candidate's windows into one ``GateResult`` per gate:
 ``pass``, ``fail`` or ``insufficient`` (fewer than ``min_samples``: low traffic never silently passes).
 Only routed traffic feeds the windows: pinned versions, labels and overrides are not a random sample.
@@ -66,7 +66,7 @@ class Stats:
         return self.disagreements / self.compared if self.compared else 0.0
 
 
-class Window:
+class GateWindow:
     """Recent outcomes of one version, on the caller's monotonic clock; at most ``max_events`` of each."""
 
     def __init__(self, max_events: int = 100_000) -> None:
@@ -187,7 +187,7 @@ class Analyzer:
         self,
         model: str,
         spec: RolloutSpec,
-        window_of: Callable[[int], Window],
+        window_of: Callable[[int], GateWindow],
         drift: DriftSource | None = None,
         *,
         drift_clock: Callable[[float], float] = lambda now: now,

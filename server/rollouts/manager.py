@@ -24,21 +24,22 @@ import logging
 import os
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sluice.converters.artifact.errors import ConfigError, NotFoundError
-from sluice.server.rollouts.gates import Analyzer, DriftSource, Window
-from sluice.server.rollouts.prometheus import PrometheusFigures
+from sluice.monitoring.metrics import Metrics
 from sluice.server.registry import ModelRegistry, ModelVersion
 from sluice.server.rollouts.controller import ACTIVE, Phase, RolloutController
+from sluice.server.rollouts.gates import Analyzer, DriftSource, GateWindow
+from sluice.server.rollouts.prometheus import PrometheusFigures
+from sluice.server.rollouts.shadowing import Mirror, OnPair
 from sluice.server.rollouts.spec import ModelRollouts, RolloutFile, Shadow, read_rollouts
 from sluice.server.rollouts.store import RolloutStore
-from sluice.server.routing import Route, Router, Split
+from sluice.server.routing import Policy, Routing, Split
 from sluice.server.settings import Settings
-from sluice.server.rollouts.shadowing import Mirror, OnPair
 
 log = logging.getLogger("sluice.rollout")
 
@@ -55,7 +56,7 @@ class Plan:
     """What the file says about one model, and the live objects built from it."""
 
     entry: ModelRollouts
-    router: Router | None = None
+    policy: Policy | None = None
     weights: dict[int, float] = field(default_factory=dict)
     mirrors: list[Mirror] = field(default_factory=list)
     rollout_mirror: Mirror | None = None
@@ -74,30 +75,37 @@ class Plan:
         return max(weights, key=lambda v: (weights[v], -v)) if weights else None
 
 
-class Traffic:
-    """Routing and rollouts of every model named in the rollouts file."""
+class RolloutManager:
+    """Routing policies, shadows and rollouts of every model named in the rollouts file.
+
+    It publishes each model's ``Policy`` (weights, override, sticky key, labels) to ``routing`` whenever
+    the file or a rollout's step changes; the decision itself is ``sluice.server.routing.decide``.
+    """
 
     def __init__(
         self,
         settings: Settings,
         registry: ModelRegistry,
-        metrics: Any,
+        routing: Routing,
+        metrics: Metrics,
         *,
+        drift: DriftSource | None,
+        on_pair: OnPair | None,
         clock: Callable[[], float] = time.monotonic,
         random_source: Callable[[], float] = random.random,
-        drift: DriftSource | None = None,
     ) -> None:
         self.path = settings.rollout_file
         self.store = RolloutStore(settings.state_dir)
         self.registry = registry
+        self.routing = routing
         self.metrics = metrics
         self.drift = drift
-        self.on_pair: OnPair | None = None  # shadows hand each compared pair to the monitor
+        self.on_pair = on_pair  # shadows hand each compared pair to the monitor
         self._clock = clock
         self._random = random_source
         self.file: RolloutFile | None = None
         self.plans: dict[str, Plan] = {}
-        self._windows: dict[tuple[str, int], Window] = {}
+        self._windows: dict[tuple[str, int], GateWindow] = {}
         self._digests: dict[tuple[Path, int], str] = {}
         self._fingerprint: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -198,10 +206,7 @@ class Traffic:
 
     def _read(self) -> RolloutFile:
         assert self.path is not None
-        versions: dict[str, list[int]] = {}
-        for row in self.registry.index():
-            versions.setdefault(row["name"], []).append(int(row["version"]))
-        return read_rollouts(self.path, versions)
+        return read_rollouts(self.path, self.registry.on_disk())
 
     def reload(self) -> bool:
         """Re-read the file; on any problem keep the current routing, log it and count it."""
@@ -230,6 +235,7 @@ class Traffic:
                 plan.controller = self._controller(model, plan, previous.controller.snapshot())
             self.plans[model] = plan
             self._route(model, plan)
+        self._publish()
 
     # ----- rollouts ------------------------------------------------------------------------------
 
@@ -244,10 +250,10 @@ class Traffic:
             on_pair=self.on_pair,
         )
 
-    def window(self, model: str, version: int) -> Window:
+    def window(self, model: str, version: int) -> GateWindow:
         found = self._windows.get((model, version))
         if found is None:
-            found = self._windows[(model, version)] = Window()
+            found = self._windows[(model, version)] = GateWindow()
         return found
 
     def _ready(self, model: str) -> dict[int, ModelVersion]:
@@ -326,12 +332,13 @@ class Traffic:
         log.info("rollout %s: %s (%s)", line["model"], line["event"], line["reason"])
 
     def tick(self) -> None:
+        changed = False
         for model, plan in self.plans.items():
             if plan.entry.rollout is not None and plan.controller is None:
                 plan.controller = self._controller(model, plan)
             controller = plan.controller
             if controller is None or not self.owner:  # a follower routes by the owner's decisions
-                self._route(model, plan)
+                changed |= self._route(model, plan)
                 continue
             before = (controller.phase, controller.step, controller.last_eval)
             controller.tick()
@@ -347,10 +354,20 @@ class Traffic:
                             self.metrics.child(self.metrics.rollout_gate_value, model, result.metric).set(
                                 result.value
                             )
-            self._route(model, plan)
+            changed |= self._route(model, plan)
+        if changed:
+            self._publish()
 
-    def _route(self, model: str, plan: Plan) -> None:
-        """Rebuild the model's router and rollout shadow from the file and the controller's state."""
+    def _publish(self) -> None:
+        self.routing.publish_policies(
+            {model: plan.policy for model, plan in self.plans.items() if plan.policy is not None}
+        )
+
+    def _route(self, model: str, plan: Plan) -> bool:
+        """Rebuild the model's policy and rollout shadow from the file and the controller's state.
+
+        True when the policy changed (``tick`` then publishes the new table once).
+        """
         entry, controller = plan.entry, plan.controller
         traffic = entry.traffic
         weights = dict(traffic.weights) if traffic is not None else {}
@@ -363,18 +380,23 @@ class Traffic:
                 weights = weights or {stable: 100.0}
             else:
                 weights = {stable: 100.0 - share, candidate: share}
-        if weights != plan.weights or plan.router is None:
+        labels = dict(entry.labels)
+        if plan.stable is not None:
+            labels["stable"] = plan.stable
+        if entry.rollout is not None:
+            labels["canary"] = entry.rollout.candidate
+        changed = weights != plan.weights or plan.policy is None or plan.policy.labels != labels
+        if changed:
             plan.weights = weights
             override = traffic.override if traffic is not None else None
             sticky = traffic.sticky if traffic is not None else None
-            plan.router = Router(
-                model,
-                Split.of(weights, plan.stable if plan.stable in weights else None),
-                override_header=override.header if override else None,
-                allow=tuple(override.allow) if override else (),
+            plan.policy = Policy(
+                split=Split.of(weights, plan.stable if plan.stable in weights else None) if weights else None,
+                labels=labels,
+                override_header=override.header.lower() if override else None,
+                allow=frozenset(override.allow) if override else frozenset(),
                 sticky=sticky.source() if sticky else None,
                 salt=sticky.salt if sticky else "",
-                random_source=self._random,
             )
             for version in {v for v in self._ready(model)} | set(weights):
                 self.metrics.child(self.metrics.rollout_weight, model, str(version)).set(
@@ -395,30 +417,9 @@ class Traffic:
                     plan.rollout_mirror.spec = spec
             elif plan.rollout_mirror is not None:
                 plan.rollout_mirror.spec = plan.rollout_mirror.spec.model_copy(update={"percent": 0.0})
+        return changed
 
     # ----- the request path ----------------------------------------------------------------------
-
-    def route(self, model: str, headers: Mapping[str, str], query: Mapping[str, str]) -> Route | None:
-        plan = self.plans.get(model)
-        if plan is None or plan.router is None:
-            return None
-        route = plan.router.pick(headers, query)
-        if route is None or route.reason == "override":
-            return route
-        if route.version not in self._ready(model):
-            stable = plan.stable
-            return Route(stable, "default") if stable is not None else None
-        return route
-
-    def label(self, model: str, label: str) -> int | None:
-        plan = self.plans.get(model)
-        if plan is None:
-            return None
-        if label == "stable":
-            return plan.stable
-        if label == "canary" and plan.entry.rollout is not None:
-            return plan.entry.rollout.candidate
-        return plan.entry.labels.get(label)
 
     def mirrors(self, model: str, primary: int) -> list[Mirror]:
         plan = self.plans.get(model)
@@ -474,5 +475,6 @@ class Traffic:
         else:
             getattr(controller, action)()
         self._save(model, controller.snapshot())
-        self._route(model, plan)
+        if self._route(model, plan):
+            self._publish()
         return self.status(model)

@@ -18,14 +18,14 @@ from typing import Any
 
 import numpy as np
 
-from sluice.server.rollouts.gates import Window
+from sluice.server.rollouts.gates import GateWindow
 from sluice.server.rollouts.spec import Compare, Shadow
 
 log = logging.getLogger("sluice.shadow")
 
 Outputs = dict[str, np.ndarray]
 #: Runs the shadow version on the request's inputs under a deadline (the service's executor call).
-Execute = Callable[[dict[str, np.ndarray], int, float], Awaitable[Outputs]]
+RunShadow = Callable[[dict[str, np.ndarray], int, float], Awaitable[Outputs]]
 #: Takes each compared pair: (model, shadow version, primary outputs, shadow outputs, agree).
 OnPair = Callable[[str, int, Outputs, Outputs, bool], None]
 
@@ -86,7 +86,7 @@ class Mirror:
         spec: Shadow,
         *,
         metrics: Any,
-        window: Window,
+        window: GateWindow,
         clock: Callable[[], float] = time.monotonic,
         random_source: Callable[[], float] = random.random,
         on_pair: OnPair | None = None,
@@ -102,7 +102,7 @@ class Mirror:
         self.in_flight = 0
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def offer(self, inputs: dict[str, np.ndarray], rows: int, execute: Execute) -> Tap | None:
+    def offer(self, inputs: dict[str, np.ndarray], rows: int, execute: RunShadow) -> Tap | None:
         """Start a copy of this request if it is sampled and there is room; never blocks."""
         if self.spec.percent <= 0 or self._random() * 100 >= self.spec.percent:
             return None
@@ -116,7 +116,7 @@ class Mirror:
         task.add_done_callback(self._tasks.discard)
         return tap
 
-    async def _run(self, tap: Tap, inputs: dict[str, np.ndarray], rows: int, execute: Execute) -> None:
+    async def _run(self, tap: Tap, inputs: dict[str, np.ndarray], rows: int, execute: RunShadow) -> None:
         started = self._clock()
         timeout_s = self.spec.timeout_ms / 1e3
         try:

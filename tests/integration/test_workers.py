@@ -152,18 +152,18 @@ def test_a_follower_takes_over_when_the_owner_stops(repository: Path, tmp_path: 
         await first.start()
         await second.start()
         try:
-            assert first.traffic.owner and not second.traffic.owner
+            assert first.rollouts.owner and not second.rollouts.owner
             deadline = time.monotonic() + 10
-            while second.traffic.plans["reg"].weights != {1: 0.0, 2: 100.0}:
+            while second.rollouts.plans["reg"].weights != {1: 0.0, 2: 100.0}:
                 assert time.monotonic() < deadline, "the follower never followed"
                 await asyncio.sleep(0.05)
             await first.stop()
             deadline = time.monotonic() + 10
-            while not second.traffic.owner:
+            while not second.rollouts.owner:
                 assert time.monotonic() < deadline, "nobody took over"
                 await asyncio.sleep(0.05)
             await asyncio.sleep(0.3)  # the new owner ticks: it resumes, never restarts
-            assert second.traffic.plans["reg"].weights == {1: 0.0, 2: 100.0}
+            assert second.rollouts.plans["reg"].weights == {1: 0.0, 2: 100.0}
         finally:
             await second.stop()
         lines = (tmp_path / "state" / "rollouts-events.jsonl").read_text().splitlines()

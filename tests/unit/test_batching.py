@@ -18,7 +18,6 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
-from sluice.server.execution.batching import Batcher, BatchingConfig
 from sluice.converters.artifact.errors import (
     DeadlineExceededError,
     InternalError,
@@ -26,7 +25,9 @@ from sluice.converters.artifact.errors import (
     NotReadyError,
     OverloadedError,
 )
+from sluice.server.execution.batching import Batcher
 from sluice.server.execution.tuning import decide_execution
+from sluice.server.settings import BatchingSettings
 
 Tensors = dict[str, npt.NDArray[Any]]
 
@@ -160,7 +161,7 @@ class Recorder:
 
 
 async def started(
-    loop: FakeClockLoop, config: BatchingConfig, *, gated: bool = False, inline: bool = False
+    loop: FakeClockLoop, config: BatchingSettings, *, gated: bool = False, inline: bool = False
 ) -> tuple[Batcher, FakeModel, Recorder]:
     model = FakeModel(loop, gated=gated)
     recorder = Recorder()
@@ -178,7 +179,7 @@ def check(result: Tensors, caller: int, rows: int) -> None:
     assert result["x2"].tolist() == [[caller * 2, i * 2] for i in range(rows)]
 
 
-LONG_DELAY = BatchingConfig(max_batch_size=4, max_queue_delay_us=1_000_000)
+LONG_DELAY = BatchingSettings(max_batch_size=4, max_queue_delay_us=1_000_000)
 
 
 # ----- batch formation ----------------------------------------------------------------------------------
@@ -204,7 +205,7 @@ def test_a_batch_leaves_at_max_batch_size_and_the_rest_waits_for_the_delay() -> 
 
 def test_a_batch_leaves_at_a_preferred_size_without_waiting() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=8, max_queue_delay_us=1_000_000, preferred_batch_sizes=(3,))
+        config = BatchingSettings(max_batch_size=8, max_queue_delay_us=1_000_000, preferred_batch_sizes=(3,))
         batcher, _, recorder = await started(loop, config)
         tasks = [send(batcher, caller) for caller in range(4)]
         for caller, task in enumerate(tasks[:3]):
@@ -220,7 +221,7 @@ def test_a_batch_leaves_at_a_preferred_size_without_waiting() -> None:
 
 def test_a_batch_leaves_when_the_oldest_request_has_waited_the_delay() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=8, max_queue_delay_us=1000)
+        config = BatchingSettings(max_batch_size=8, max_queue_delay_us=1000)
         batcher, model, recorder = await started(loop, config, inline=True)
         first = send(batcher, 1)
         await recorder.queued(1)
@@ -242,7 +243,7 @@ def test_a_batch_leaves_when_the_oldest_request_has_waited_the_delay() -> None:
 
 def test_with_zero_delay_requests_gather_while_the_instance_is_busy() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=16, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=16, max_queue_delay_us=0)
         batcher, model, recorder = await started(loop, config, gated=True)
         first = send(batcher, 1)
         assert await model.started.get() == 1
@@ -263,7 +264,7 @@ def test_with_zero_delay_requests_gather_while_the_instance_is_busy() -> None:
 @pytest.mark.parametrize("inline", [False, True])
 def test_mixed_row_counts_share_a_batch_and_each_caller_gets_exactly_its_rows(inline: bool) -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=32, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=32, max_queue_delay_us=0)
         batcher, model, _ = await started(loop, config, inline=inline)
         sizes = {10: 3, 11: 1, 12: 5, 13: 2}
         results = await asyncio.gather(*(send(batcher, c, rows=n) for c, n in sizes.items()))
@@ -278,7 +279,7 @@ def test_mixed_row_counts_share_a_batch_and_each_caller_gets_exactly_its_rows(in
 
 def test_a_request_larger_than_max_batch_size_runs_alone() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=4, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=4, max_queue_delay_us=0)
         batcher, model, _ = await started(loop, config, gated=True)
         first = send(batcher, 1)
         await model.started.get()
@@ -296,7 +297,7 @@ def test_a_request_larger_than_max_batch_size_runs_alone() -> None:
 
 def test_a_request_larger_than_the_whole_queue_is_admitted_into_an_empty_queue() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=2, max_queue_delay_us=0, max_queue_size=2)
+        config = BatchingSettings(max_batch_size=2, max_queue_delay_us=0, max_queue_size=2)
         batcher, model, _ = await started(loop, config)
         check(await batcher.infer(rows_of(1, 5), 5), 1, 5)  # refusing it would be a 503 forever
         assert model.batches == [[1] * 5]
@@ -310,7 +311,7 @@ def test_a_request_larger_than_the_whole_queue_is_admitted_into_an_empty_queue()
 
 def test_an_expired_request_leaves_the_queue_on_its_timer_with_504_and_never_runs() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=4, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=4, max_queue_delay_us=0)
         batcher, model, recorder = await started(loop, config, gated=True)
         busy = send(batcher, 1)
         await model.started.get()
@@ -353,7 +354,7 @@ def test_a_deadline_shorter_than_the_queue_delay_expires_before_the_batch_goes()
 
 def test_a_cancelled_caller_leaves_the_queue_and_its_rows_stop_counting() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=4, max_queue_delay_us=0, max_queue_size=2)
+        config = BatchingSettings(max_batch_size=4, max_queue_delay_us=0, max_queue_size=2)
         batcher, model, recorder = await started(loop, config, gated=True)
         busy = send(batcher, 1)
         await model.started.get()
@@ -376,7 +377,7 @@ def test_a_cancelled_caller_leaves_the_queue_and_its_rows_stop_counting() -> Non
 
 def test_a_full_queue_refuses_at_once_with_503_and_leaves_the_queue_unchanged() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=8, max_queue_delay_us=0, max_queue_size=4)
+        config = BatchingSettings(max_batch_size=8, max_queue_delay_us=0, max_queue_size=4)
         batcher, model, recorder = await started(loop, config, gated=True)
         busy = send(batcher, 1)
         await model.started.get()
@@ -400,7 +401,7 @@ def test_a_full_queue_refuses_at_once_with_503_and_leaves_the_queue_unchanged() 
 
 def test_high_priority_requests_are_taken_first() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=2, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=2, max_queue_delay_us=0)
         batcher, model, recorder = await started(loop, config, gated=True)
         busy = send(batcher, 1)
         await model.started.get()
@@ -425,7 +426,7 @@ def test_high_priority_requests_are_taken_first() -> None:
 @pytest.mark.parametrize("inline", [False, True])
 def test_a_failing_batch_fails_each_of_its_requests_once_and_the_batcher_goes_on(inline: bool) -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=8, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=8, max_queue_delay_us=0)
         batcher, model, recorder = await started(loop, config, inline=inline)
         model.fail_next = True
         outcomes = await asyncio.gather(*(send(batcher, c) for c in range(3)), return_exceptions=True)
@@ -441,7 +442,7 @@ def test_a_failing_batch_fails_each_of_its_requests_once_and_the_batcher_goes_on
 
 def test_an_output_without_the_batch_rows_fails_the_batch_naming_the_output() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=8, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=8, max_queue_delay_us=0)
         batcher, model, _ = await started(loop, config)
         model.wrong_rows = True
         with pytest.raises(InternalError, match="'y'") as error:
@@ -484,7 +485,7 @@ def test_stop_drains_queued_work_then_refuses_new_requests() -> None:
 
 def test_stop_fails_what_is_left_at_the_drain_timeout() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=1, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=1, max_queue_delay_us=0)
         batcher, model, recorder = await started(loop, config, gated=True)
         executing, queued = send(batcher, 1), send(batcher, 2)
         await model.started.get()
@@ -516,7 +517,7 @@ def test_infer_before_start_is_not_ready() -> None:
 
 def test_the_observer_sees_queue_depths_and_batches() -> None:
     async def body(loop: FakeClockLoop) -> None:
-        config = BatchingConfig(max_batch_size=8, max_queue_delay_us=0)
+        config = BatchingSettings(max_batch_size=8, max_queue_delay_us=0)
         batcher, _, recorder = await started(loop, config, inline=True)
         await asyncio.gather(send(batcher, 1, rows=2), send(batcher, 2, rows=3))
         assert recorder.depths == [2, 5, 0]
@@ -529,14 +530,14 @@ def test_the_observer_sees_queue_depths_and_batches() -> None:
 
 def test_config_is_validated_with_the_field_name() -> None:
     with pytest.raises(ValueError, match="max_batch_size"):
-        BatchingConfig(max_batch_size=0)
+        BatchingSettings(max_batch_size=0)
     with pytest.raises(ValueError, match="max_queue_delay_us"):
-        BatchingConfig(max_queue_delay_us=-1)
+        BatchingSettings(max_queue_delay_us=-1)
     with pytest.raises(ValueError, match="instances"):
-        BatchingConfig(instances=True)
+        BatchingSettings(instances=True)
     with pytest.raises(ValueError, match="preferred_batch_sizes"):
-        BatchingConfig(max_batch_size=8, preferred_batch_sizes=(4, 16))
-    assert BatchingConfig(preferred_batch_sizes=[32, 8]).preferred_batch_sizes == (8, 32)  # type: ignore[arg-type]
+        BatchingSettings(max_batch_size=8, preferred_batch_sizes=(4, 16))
+    assert BatchingSettings(preferred_batch_sizes=[32, 8]).preferred_batch_sizes == (8, 32)  # type: ignore[arg-type]
 
 
 # ----- decide_execution ----------------------------------------------------------------------------------

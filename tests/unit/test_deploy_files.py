@@ -26,9 +26,9 @@ import pytest
 import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
+from sluice.server.app import create_app
 from sluice.server.cli import build_parser
-from sluice.server.http.routes import ROUTES
-from sluice.server.settings import load_settings
+from sluice.server.settings import Settings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKER = ROOT / "docker"
@@ -44,7 +44,9 @@ def load_yaml(path: Path) -> Any:
 
 
 def route_paths() -> set[str]:
-    return {route.path for route in ROUTES}
+    """The paths the real app serves (built, not started: nothing is loaded or bound)."""
+    app = create_app(Settings(repository=Path("models")))
+    return {route.path for route in app.app.routes}  # type: ignore[attr-defined]
 
 
 def check_sluice_command(argv: list[str]) -> Any:

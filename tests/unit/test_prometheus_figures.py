@@ -17,7 +17,7 @@ import pytest
 import yaml
 
 from sluice.converters.artifact.errors import ConfigError
-from sluice.server.rollouts.gates import FAIL, INSUFFICIENT, PASS, Analyzer, Window
+from sluice.server.rollouts.gates import FAIL, INSUFFICIENT, PASS, Analyzer, GateWindow
 from sluice.server.rollouts.prometheus import PrometheusFigures
 from sluice.server.rollouts.spec import RolloutSpec, lint, parse_rollouts
 
@@ -114,7 +114,7 @@ def spec(url: str, **analysis: Any) -> RolloutSpec:
 def evaluate(s: RolloutSpec, errors: list[str] | None = None) -> dict[str, Any]:
     figures = PrometheusFigures("clf", s, on_error=(errors if errors is not None else []).append)
     asyncio.run(figures.refresh())
-    windows = {1: Window(), 2: Window()}
+    windows = {1: GateWindow(), 2: GateWindow()}
     for i in range(60):  # shadow comparisons stay in-process
         windows[2].compared(100.0, agree=i % 20 != 0)
     analyzer = Analyzer("clf", s, windows.__getitem__, figures=figures.stats)
@@ -188,7 +188,7 @@ def test_a_malformed_answer_is_insufficient(fake: FakePrometheus) -> None:
 def test_no_refresh_yet_is_insufficient(fake: FakePrometheus) -> None:
     s = spec(fake.url)
     figures = PrometheusFigures("clf", s)
-    analyzer = Analyzer("clf", s, lambda v: Window(), figures=figures.stats)
+    analyzer = Analyzer("clf", s, lambda v: GateWindow(), figures=figures.stats)
     gate = analyzer(0.0)[0]
     assert gate.verdict == INSUFFICIENT and "no figures read yet" in gate.detail
 

@@ -7,8 +7,8 @@ from typing import Any
 import pytest
 
 from sluice.converters.artifact.errors import BadRequestError
-from sluice.server.rollouts.gates import Analyzer, Stats, Window, check, combine
 from sluice.server.rollouts.controller import Phase, RolloutController
+from sluice.server.rollouts.gates import Analyzer, GateWindow, Stats, check, combine
 from sluice.server.rollouts.spec import Gate, RolloutSpec
 
 
@@ -47,7 +47,7 @@ class Harness:
 
     def __init__(self, rollout: RolloutSpec, drift: Drift | None = None, saved: dict[str, Any] | None = None):
         self.clock = FakeClock()
-        self.windows = {1: Window(), 2: Window()}
+        self.windows = {1: GateWindow(), 2: GateWindow()}
         self.events: list[dict[str, Any]] = []
         self.owed = 0.0
         analyzer = Analyzer("m", rollout, self.windows.__getitem__, drift)

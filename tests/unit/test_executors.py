@@ -8,12 +8,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from sluice.server import service
-from sluice.server.service import INLINE_LIMIT_S, INLINE_STRIKES, DirectExecutor
+from sluice.server.execution import executors
+from sluice.server.execution.executors import INLINE_LIMIT_S, INLINE_STRIKES, DirectExecutor
 
 
 class FakeClock:
-    """``perf_counter`` for the service module; each model call takes what the test says."""
+    """``perf_counter`` for the executors module; each model call takes what the test says."""
 
     def __init__(self) -> None:
         self.now = 0.0
@@ -21,7 +21,7 @@ class FakeClock:
 
 def run_calls(monkeypatch: pytest.MonkeyPatch, durations: list[float]) -> DirectExecutor:
     clock = FakeClock()
-    monkeypatch.setattr(service.time, "perf_counter", lambda: clock.now)
+    monkeypatch.setattr(executors.time, "perf_counter", lambda: clock.now)
     calls = iter(durations)
 
     def model(inputs: dict[str, Any]) -> dict[str, np.ndarray]:
