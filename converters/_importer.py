@@ -18,6 +18,7 @@ import numpy as np
 
 from sluice.converters.artifact.errors import ConversionError
 from sluice.converters.artifact.manifest import Manifest
+from sluice.converters.artifact.profile import Profile
 
 from . import _onnx, _repository
 from ._conversion import ConversionResult, _finish
@@ -130,7 +131,7 @@ def import_onnx(
 
 def _profile(
     data: Any, outputs: dict[str, np.ndarray], roles: dict[str, str], class_labels: list[Any] | None
-) -> dict[str, Any]:
+) -> Profile:
     by_role = {roles.get(k, "other"): v for k, v in outputs.items()}
     labels = by_role.get("label")
     if labels is not None:

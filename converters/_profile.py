@@ -1,7 +1,7 @@
 """The reference profile: a small summary of the sample a model was converted with, for drift detection.
 
-Computed once, with float64 numpy statistics that ignore missing values (NaN). The manifest's
-``profile`` object::
+Computed once, with float64 numpy statistics that ignore missing values (NaN), as a
+``sluice.converters.artifact.profile.Profile``; the manifest's ``profile`` object is its JSON form::
 
     {
       "rows": 569,                                   # rows in the sample
@@ -47,6 +47,17 @@ from typing import Any
 
 import numpy as np
 
+from .artifact.profile import (
+    CategoricalFeature,
+    ClassifierOutputs,
+    Histogram,
+    NumericFeature,
+    Outputs,
+    Profile,
+    RegressorOutputs,
+    ValueSummary,
+)
+
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 10
 #: Categories listed per categorical feature; rarer ones are summed into "other".
@@ -58,50 +69,39 @@ def _quantiles(values: np.ndarray) -> dict[str, float]:
     return {str(q): float(v) for q, v in zip(QUANTILES, points, strict=True)}
 
 
-def _feature(column: np.ndarray) -> dict[str, Any]:
+def _feature(column: np.ndarray) -> NumericFeature:
     present = column[~np.isnan(column)]
     missing = 1.0 - present.size / column.size if column.size else 0.0
     if present.size == 0:
-        return {
-            "type": "numeric",
-            "mean": None,
-            "std": None,
-            "min": None,
-            "max": None,
-            "quantiles": None,
-            "histogram": None,
-            "missing": missing,
-        }
+        return NumericFeature(missing=missing)
     counts, edges = np.histogram(present, bins=HISTOGRAM_BINS)
-    return {
-        "type": "numeric",
-        "mean": float(present.mean()),
-        "std": float(present.std()),
-        "min": float(present.min()),
-        "max": float(present.max()),
-        "quantiles": _quantiles(present),
-        "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
-        "missing": float(missing),
-    }
+    return NumericFeature(
+        mean=float(present.mean()),
+        std=float(present.std()),
+        min=float(present.min()),
+        max=float(present.max()),
+        quantiles=_quantiles(present),
+        histogram=Histogram(tuple(float(e) for e in edges), tuple(int(c) for c in counts)),
+        missing=float(missing),
+    )
 
 
-def _categorical(column: np.ndarray) -> dict[str, Any]:
+def _categorical(column: np.ndarray) -> CategoricalFeature:
     values, counts = np.unique(column.astype(str), return_counts=True)
     order = sorted(range(len(values)), key=lambda i: (-counts[i], str(values[i])))
     n = max(len(column), 1)
     top = order[:MAX_CATEGORIES]
-    return {
-        "type": "categorical",
-        "categories": {str(values[i]): float(counts[i] / n) for i in top},
-        "other": float(sum(counts[i] for i in order[MAX_CATEGORIES:]) / n),
-        "distinct": len(values),
-        "missing": 0.0,  # categorical samples with missing values are refused before profiling
-    }
+    return CategoricalFeature(
+        categories={str(values[i]): float(counts[i] / n) for i in top},
+        other=float(sum(counts[i] for i in order[MAX_CATEGORIES:]) / n),
+        distinct=len(values),
+        missing=0.0,  # categorical samples with missing values are refused before profiling
+    )
 
 
 def _outputs(
     labels: np.ndarray | None, scores: np.ndarray, class_labels: Sequence[Any] | None, probabilities: bool
-) -> dict[str, Any]:
+) -> Outputs:
     if labels is not None and class_labels is not None:
         n = max(len(labels), 1)
         shares = {str(c): float(np.count_nonzero(labels == c) / n) for c in class_labels}
@@ -112,14 +112,12 @@ def _outputs(
             kind = "positive_class_probability" if one else "max_probability"
         else:
             kind = "decision_function" if one else "max_decision_function"
-        return {"class_shares": shares, "score": kind, "score_quantiles": _quantiles(score)}
+        return ClassifierOutputs(shares, kind, _quantiles(score))
     values = np.asarray(scores, dtype=np.float64).ravel()
     values = values[~np.isnan(values)]
     if not values.size:
-        return {"value": None}
-    return {
-        "value": {"mean": float(values.mean()), "std": float(values.std()), "quantiles": _quantiles(values)}
-    }
+        return RegressorOutputs(None)
+    return RegressorOutputs(ValueSummary(float(values.mean()), float(values.std()), _quantiles(values)))
 
 
 def build_profile(
@@ -131,7 +129,7 @@ def build_profile(
     class_labels: Sequence[Any] | None,
     categorical: Sequence[str] = (),
     probabilities: bool = True,
-) -> dict[str, Any]:
+) -> Profile:
     """The profile of ``sample`` and the original's outputs on it.
 
     ``sample`` is a float64 matrix (one column per feature) or a list of columns; the features named in
@@ -143,8 +141,4 @@ def build_profile(
         for name, col in zip(feature_names, columns, strict=True)
     }
     rows = len(columns[0]) if len(columns) else 0
-    return {
-        "rows": int(rows),
-        "features": features,
-        "outputs": _outputs(labels, scores, class_labels, probabilities),
-    }
+    return Profile(features, _outputs(labels, scores, class_labels, probabilities), int(rows))

@@ -52,9 +52,9 @@ def lindley_run(
     those have taken since their last restart.
 
     A pass is Lindley's recursion in closed form, ``S_t = C_t - min(-S_0, min_{s<=t} C_s)`` with ``C``
-    the cumulative sum since the pass began, as in ``sluice.monitoring.calibration.cusum_alarms``. Dense alarms,
-    and passes with a value that is not finite (a NaN sets a sum to 0, which the closed form cannot say),
-    go value by value instead.
+    the cumulative sum since the pass began, as in ``sluice.monitoring.calibration.cusum_alarms``. Dense
+    alarms, and passes with a value that is not finite (a NaN sets a sum to 0, which the closed form cannot
+    say), go value by value instead.
 
     >>> hits, sums, since = lindley_run(np.array([[1.0, 1.0, -5.0, 1.0, 1.0, 1.0]]), [0.0], 0, 1.5)
     >>> hits, sums, since

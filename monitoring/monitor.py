@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from sluice.converters.artifact.profile import Profile
 from sluice.monitoring.incidents import Incident, Incidents
 from sluice.monitoring.layout import Layout, Observation, WatchOptions
 from sluice.monitoring.metrics import Metrics
@@ -84,7 +85,7 @@ class Monitor:
     # ----- versions -----------------------------------------------------------------------------
 
     async def watch(
-        self, model: str, version: int, layout: Layout, profile: dict[str, Any] | None, options: WatchOptions
+        self, model: str, version: int, layout: Layout, profile: Profile | None, options: WatchOptions
     ) -> None:
         """Start watching a version, its detectors calibrated from its profile first.
 
@@ -108,9 +109,6 @@ class Monitor:
             self._dropped.pop((model, version), None)
         with self._incidents_lock:
             self.incidents_log.forget(model, version)
-
-    def watching(self, model: str, version: int) -> bool:
-        return (model, version) in self._versions
 
     # ----- the hot path -------------------------------------------------------------------------
 

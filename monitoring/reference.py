@@ -2,8 +2,8 @@
 
 A ``NumericReference`` and a ``CategoricalReference`` summarise one signal (a feature, the prediction
 score, latency) and can *replay* it: ``draw(rng, n)`` samples values that look like the reference, which
-is how thresholds are calibrated. From a converter's profile (``converters/_profile.py`` documents the
-format) a numeric feature is replayed from its histogram (uniform within a bin) and a score from its
+is how thresholds are calibrated. From a converter's profile (``sluice.converters.artifact.profile``) a
+numeric feature is replayed from its histogram (uniform within a bin) and a score from its
 quantiles; from the first N requests, by resampling those values.
 """
 
@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+
+from sluice.converters.artifact.profile import CategoricalFeature, NumericFeature, ValueSummary
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 #: A standard deviation below this (relative to the mean's size) is treated as a constant feature.
@@ -64,17 +66,23 @@ class NumericReference:
         return {"mean": self.mean, "std": self.std, "quantiles": self.quantiles}
 
     @classmethod
-    def from_profile(cls, body: dict[str, Any]) -> NumericReference | None:
-        if body.get("mean") is None or body.get("std") is None:
+    def from_profile(cls, feature: NumericFeature) -> NumericReference | None:
+        """A profiled feature's reference (None for a feature the sample had no values of)."""
+        if feature.mean is None or feature.std is None:
             return None
-        histogram = body.get("histogram") or {}
+        histogram = feature.histogram
         return cls(
-            mean=float(body["mean"]),
-            std=max(float(body["std"]), MIN_STD),
-            quantiles={str(k): float(v) for k, v in (body.get("quantiles") or {}).items()},
-            edges=tuple(float(e) for e in histogram.get("edges", ())),
-            counts=tuple(int(c) for c in histogram.get("counts", ())),
+            mean=feature.mean,
+            std=max(feature.std, MIN_STD),
+            quantiles=dict(feature.quantiles or {}),
+            edges=() if histogram is None else histogram.edges,
+            counts=() if histogram is None else histogram.counts,
         )
+
+    @classmethod
+    def from_value(cls, value: ValueSummary) -> NumericReference:
+        """A regressor's predicted value, from its profile (no histogram: replayed from its quantiles)."""
+        return cls(value.mean, max(value.std, MIN_STD), dict(value.quantiles))
 
     @classmethod
     def from_quantiles(cls, quantiles: dict[str, float]) -> NumericReference:
@@ -111,10 +119,8 @@ class CategoricalReference:
         return {"shares": self.shares, "other": self.other}
 
     @classmethod
-    def from_profile(cls, body: dict[str, Any]) -> CategoricalReference:
-        return cls(
-            {str(k): float(v) for k, v in body.get("categories", {}).items()}, float(body.get("other", 0))
-        )
+    def from_profile(cls, feature: CategoricalFeature) -> CategoricalReference:
+        return cls(dict(feature.categories), feature.other)
 
     @classmethod
     def from_values(cls, values: np.ndarray) -> CategoricalReference:

@@ -1,10 +1,10 @@
 """Paired shadow streams: how a shadow version's answers differ from the primary's, request by request.
 
-A shadow runs a copy of a request beside the primary (``sluice.server.rollouts.shadowing``), and the rollout gate judges
-its disagreement rate against a fixed limit. What a fixed limit cannot see is the relationship between the
-two versions *changing*: two models that agreed on 98 % of requests at first and now agree on 90 %,
-because traffic moved into a region where they differ. So each shadow version gets two derived streams of
-pairs, both against its own first ``reference_size`` pairs:
+A shadow runs a copy of a request beside the primary (``sluice.server.rollouts.shadowing``), and the
+rollout gate judges its disagreement rate against a fixed limit. What a fixed limit cannot see is the
+relationship between the two versions *changing*: two models that agreed on 98 % of requests at first and
+now agree on 90 %, because traffic moved into a region where they differ. So each shadow version gets two
+derived streams of pairs, both against its own first ``reference_size`` pairs:
 
 | stream | detector |
 | --- | --- |

@@ -50,12 +50,17 @@ MEAN_K = 0.25
 VARIANCE_K = 0.25
 #: A category's or class's share is watched for a rise by this factor (30 % -> 40 %).
 SHARE_LIFT = 4.0 / 3.0
-#: The unseen-category rate watched for.
+#: The unseen-category rate watched for (at least; ``UNSEEN_LIFT`` times the reference's "other" share).
 UNSEEN_P1 = 0.05
+UNSEEN_LIFT = 5.0
+#: A numeric feature's missing-value (NaN) share is watched for a rise by this factor (at least to UNSEEN_P1).
+MISSING_LIFT = 2.0
 #: Floors for rates estimated from few samples.
 MIN_RATE = 0.001
+#: The error rate watched for: this times the reference's (itself at least MIN_RATE).
 ERROR_LIFT = 5.0
 TAIL_QUANTILE = 0.99
+#: The rate of requests above the reference p99 watched for: this times the reference's.
 TAIL_LIFT = 3.0
 #: Standard errors added to the reference's tail rate (see ``tail_threshold``).
 TAIL_MARGIN_SE = 0.5

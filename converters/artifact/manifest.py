@@ -14,7 +14,7 @@ unpickles anything; the manifest and ``model.onnx`` are all it needs. Format, ve
       "source": {"framework": "scikit-learn", "estimator": "Pipeline(...)", "versions": {...}},
       "parity": {"rows": 1000, "label_agreement": 1.0, "max_abs_diff": 1e-7, ...},
       "sha256": "<hex digest of model.onnx>",
-      "profile": {...} | null,                     # reference profile for drift detection
+      "profile": {...} | null,                     # reference profile for drift detection (profile.py)
       "created_at": "2026-11-23T10:00:00+00:00"
     }
 
@@ -30,6 +30,8 @@ import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
+
+from .profile import Profile
 
 FORMAT = 1
 MANIFEST_FILE = "manifest.json"
@@ -78,7 +80,7 @@ class Manifest:
     source: dict[str, Any] = field(default_factory=dict)
     parity: dict[str, Any] | None = None
     sha256: str | None = None
-    profile: dict[str, Any] | None = None
+    profile: Profile | None = None
     created_at: str | None = None
     format: int = FORMAT
 
@@ -86,6 +88,7 @@ class Manifest:
         body = asdict(self)
         body["inputs"] = [t.to_json() for t in self.inputs]
         body["outputs"] = [t.to_json(output=True) for t in self.outputs]
+        body["profile"] = None if self.profile is None else self.profile.to_json()
         return body
 
     @classmethod
@@ -102,6 +105,8 @@ class Manifest:
         fields = dict(body)
         fields["inputs"] = [TensorSpec.from_json(t) for t in body.get("inputs", [])]
         fields["outputs"] = [TensorSpec.from_json(t) for t in body.get("outputs", [])]
+        # A malformed profile raises ModelLoadError (sluice.converters.artifact.profile) naming its key.
+        fields["profile"] = None if body.get("profile") is None else Profile.from_json(body["profile"])
         return cls(**fields)
 
     def write(self, directory: Path) -> Path:

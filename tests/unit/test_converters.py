@@ -85,7 +85,7 @@ def test_logistic_pipeline_round_trip_and_manifest(tmp_path: Path, logistic, clf
     assert manifest.created_at and manifest.created_at.endswith("+00:00")
     assert any("parity on 1000 rows" in m for m in messages) and "writing churn/1" in messages
 
-    profile = manifest.profile
+    profile = None if manifest.profile is None else manifest.profile.to_json()
     assert profile is not None and profile["rows"] == 200
     b = profile["features"]["b"]
     assert b["mean"] == pytest.approx(x[:, 1].mean()) and b["std"] == pytest.approx(x[:, 1].std())
@@ -117,7 +117,7 @@ def test_ridge_regressor_value_output(tmp_path: Path, reg_data) -> None:
     assert [(t.name, t.role, t.shape) for t in manifest.outputs] == [("value", "value", (-1, 1))]
     assert manifest.parity is not None and manifest.parity["label_agreement"] is None
     assert manifest.profile is not None
-    assert manifest.profile["outputs"]["value"]["mean"] == pytest.approx(model.predict(x).mean())
+    assert manifest.profile.to_json()["outputs"]["value"]["mean"] == pytest.approx(model.predict(x).mean())
 
 
 def test_float32_shortfall_falls_back_to_float64(tmp_path: Path) -> None:
@@ -141,8 +141,8 @@ def test_hist_gradient_boosting_with_missing_values(tmp_path: Path, clf_data) ->
     result = convert(model, x, repository=tmp_path, name="hgb")
     assert result.report.passed
     assert result.manifest.profile is not None
-    assert result.manifest.profile["features"]["f2"]["missing"] == pytest.approx(0.2)
-    assert result.manifest.profile["features"]["f2"]["mean"] == pytest.approx(np.nanmean(x[:, 2]))
+    assert result.manifest.profile.to_json()["features"]["f2"]["missing"] == pytest.approx(0.2)
+    assert result.manifest.profile.to_json()["features"]["f2"]["mean"] == pytest.approx(np.nanmean(x[:, 2]))
 
 
 def test_next_version_ignores_other_entries_and_leaves_no_temp_dirs(
@@ -329,8 +329,9 @@ def test_mixed_pipeline_gets_one_named_input_per_column(tmp_path: Path, churn) -
 
 def test_profile_categorical_frequencies_match_numpy(tmp_path: Path, churn) -> None:
     model, frame = churn
-    profile = convert(model, frame, repository=tmp_path, name="churn").manifest.profile
-    assert profile is not None
+    typed = convert(model, frame, repository=tmp_path, name="churn").manifest.profile
+    assert typed is not None
+    profile = typed.to_json()
     plan = profile["features"]["plan"]
     values, counts = np.unique(frame["plan"].to_numpy(str), return_counts=True)
     assert plan["type"] == "categorical" and plan["distinct"] == len(values) and plan["other"] == 0.0
@@ -392,7 +393,7 @@ def test_classifier_without_probabilities_serves_oriented_scores(tmp_path: Path,
     # Column 1 leans towards class 1, like the probabilities of a probabilistic classifier.
     np.testing.assert_allclose(scores[:, 1], model.decision_function(x), rtol=1e-4, atol=1e-4)
     assert result.manifest.profile is not None
-    assert result.manifest.profile["outputs"]["score"] == "decision_function"
+    assert result.manifest.profile.to_json()["outputs"]["score"] == "decision_function"
 
 
 def test_unsupported_estimator_lists_the_family_and_the_extras(tmp_path: Path, clf_data) -> None:
@@ -445,8 +446,9 @@ def test_cli_imports_an_onnx_file_with_a_profile(tmp_path: Path, boosted, clf_da
     assert manifest.inputs[0].features == ("a", "b", "c", "d", "e")
     assert manifest.source["framework"] == "onnx" and manifest.source["imported_from"] == "gb.onnx"
     assert manifest.profile is not None
-    assert manifest.profile["features"]["c"]["mean"] == pytest.approx(x[:, 2].mean())
-    assert manifest.profile["outputs"]["class_shares"]["1"] == pytest.approx(boosted.predict(x).mean())
+    written = manifest.profile.to_json()
+    assert written["features"]["c"]["mean"] == pytest.approx(x[:, 2].mean())
+    assert written["outputs"]["class_shares"]["1"] == pytest.approx(boosted.predict(x).mean())
 
 
 def test_cli_import_refuses_a_corrupt_onnx_file(tmp_path: Path, capsys) -> None:

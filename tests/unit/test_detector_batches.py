@@ -1,8 +1,8 @@
 """``update_many``: a whole array per call, the same alarms and state as ``update`` value by value.
 
-The vectorised sums may differ from the step-by-step ones in the last bits (see ``sluice.monitoring.cusum``), so
-states are compared to 1e-9 and alarms exactly: on these continuous streams no sum lands that close to
-the threshold.
+The vectorised sums may differ from the step-by-step ones in the last bits (see
+``sluice.monitoring.cusum``), so states are compared to 1e-9 and alarms exactly: on these continuous
+streams no sum lands that close to the threshold.
 """
 
 from __future__ import annotations
@@ -13,9 +13,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from sluice.converters.artifact.profile import Profile
 from sluice.monitoring.bernoulli import BernoulliCUSUM
 from sluice.monitoring.cusum import BLOCK, CUSUM, DENSE, update_columns, update_each
 from sluice.monitoring.layout import Layout, Observation, WatchOptions
+from sluice.monitoring.synthetic import LAYOUT, features_profile, observations, traffic
 from sluice.monitoring.version import VersionMonitor
 
 Draw = Callable[[np.random.Generator, int], np.ndarray]
@@ -171,7 +173,7 @@ def test_update_many_wants_one_dimension() -> None:
 FEATURES = ("x0", "x1", "x2", "x3")
 
 
-def _profile(rng: np.random.Generator) -> dict[str, Any]:
+def _profile(rng: np.random.Generator) -> Profile:
     x = rng.normal(size=(5000, len(FEATURES)))
     features: dict[str, Any] = {}
     for j, name in enumerate(FEATURES):
@@ -184,7 +186,7 @@ def _profile(rng: np.random.Generator) -> dict[str, Any]:
             "quantiles": {str(q): float(v) for q, v in zip(qs, np.quantile(x[:, j], qs), strict=True)},
             "histogram": {"edges": edges.tolist(), "counts": counts.tolist()},
         }
-    return {"features": features}
+    return Profile.from_json({"features": features})
 
 
 def test_a_drifted_chunk_alarms_on_its_feature_only() -> None:
@@ -212,6 +214,18 @@ def test_a_drifted_chunk_alarms_on_its_feature_only() -> None:
     x2 = snapshot["features"]["x2"]
     assert x2["alarms"] == len(alarms) and x2["detectors"][0]["samples"] == 5000
     assert all(snapshot["features"][f]["alarms"] == 0 for f in FEATURES if f != "x2")
+
+
+@pytest.mark.parametrize("watch_missing", [False, True])
+def test_the_budget_is_split_over_the_detectors_a_profiled_version_builds(watch_missing: bool) -> None:
+    """The budget is fixed before any reference from the first requests: it counts what gets built."""
+    options = WatchOptions(reference_size=100, watch_missing=watch_missing)
+    vm = VersionMonitor("m", 1, LAYOUT, features_profile(0), options)
+    planned = vm.detectors()
+    vm.feed(observations(traffic(np.random.default_rng(5), 4000, 200, 0.01), 20))
+    snapshot = vm.snapshot(mono_now=300.0, wall_now=0.0)
+    assert snapshot["reference"]["latency_and_errors"] == "first_requests"  # health built too
+    assert planned == len(vm.streams()) == (4 * 3 if watch_missing else 4 * 2) + 5 + 1 + 2 + 3
 
 
 @pytest.mark.parametrize("seed", range(6))
