@@ -1,6 +1,10 @@
 """Framework model -> ONNX + manifest (+ reference profile), parity-checked; behind ``sluice convert``.
 
-Never imports the web stack: only ``sluice.converters.artifact.manifest``, ``sluice.converters.artifact.errors`` and ``sluice.converters.artifact.datatypes``.
+``convert`` takes a scikit-learn estimator or Pipeline, a ``lightgbm.Booster``, an ``xgboost.Booster``
+or any ``FrameworkModel`` (the adapter protocol); ``import_onnx`` takes an existing ``.onnx`` file.
+
+Never imports the web stack: of the rest of sluice, only the artifact contract
+(``sluice.converters.artifact``: ``manifest``, ``errors``, ``datatypes``).
 
     >>> from pathlib import Path
     >>> import tempfile
@@ -16,7 +20,16 @@ Never imports the web stack: only ``sluice.converters.artifact.manifest``, ``slu
 from __future__ import annotations
 
 from ._conversion import ConversionResult, convert
+from ._framework import FrameworkModel
 from ._importer import import_onnx
 from ._parity import ParityReport, Tolerance, WorstRow
 
-__all__ = ["ConversionResult", "ParityReport", "Tolerance", "WorstRow", "convert", "import_onnx"]
+__all__ = [
+    "ConversionResult",
+    "FrameworkModel",
+    "ParityReport",
+    "Tolerance",
+    "WorstRow",
+    "convert",
+    "import_onnx",
+]

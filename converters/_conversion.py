@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -16,18 +16,16 @@ from sluice.converters.artifact.errors import ConversionError
 from sluice.converters.artifact.manifest import Manifest
 
 from . import _onnx, _repository
+from ._framework import FrameworkModel, adapt, short_cause
 from ._parity import ParityReport, Tolerance, compare
 from ._profile import build_profile
 from ._sample import CATEGORICAL, Sample, load
-from ._sklearn import TARGET_OPSET, SklearnModel, short_cause
 
 #: Parity runs on at least this many rows (resampling a smaller sample with replacement) ...
 MIN_PARITY_ROWS = 1000
 #: ... and at most this many (a seeded subset of a larger one), which keeps a check to seconds.
 MAX_PARITY_ROWS = 50_000
 _SEED = 0
-_VERSIONED = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
-_BOOSTER_DISTS = {"LGBM": ("lightgbm", "onnxmltools"), "XGB": ("xgboost", "onnxmltools")}
 
 
 @dataclass
@@ -35,12 +33,14 @@ class ConversionResult:
     """``path`` is the version directory written, or the one that would be written on a dry run.
 
     ``report`` is None for an imported ``.onnx`` file: there is no original to compare it with.
+    ``warnings`` are what the user should know although the version was written (one line each).
     """
 
     version: int
     path: Path
     manifest: Manifest
     report: ParityReport | None
+    warnings: list[str] = field(default_factory=list)
 
 
 def _parity_rows(n: int) -> tuple[np.ndarray, bool]:
@@ -53,17 +53,16 @@ def _parity_rows(n: int) -> tuple[np.ndarray, bool]:
     return np.arange(n), False
 
 
-def _predict(adapter: SklearnModel, x: Any) -> tuple[np.ndarray | None, np.ndarray]:
+def _predict(adapter: FrameworkModel, x: Any) -> tuple[np.ndarray | None, np.ndarray]:
     try:
         return adapter.predict(x)
     except Exception as exc:  # whatever the estimator raises on this sample (NaN without an imputer, ...)
         raise ConversionError(f"the model cannot predict on the sample: {short_cause(exc)}") from exc
 
 
-def _versions(description: str) -> dict[str, str]:
+def _versions(distributions: Sequence[str]) -> dict[str, str]:
     found = {}
-    extra = [d for prefix, dists in _BOOSTER_DISTS.items() if prefix in description for d in dists]
-    for dist in (*_VERSIONED, *dict.fromkeys(extra)):
+    for dist in distributions:
         try:
             found[dist] = metadata.version(dist)
         except metadata.PackageNotFoundError:
@@ -85,8 +84,11 @@ def convert(
 ) -> ConversionResult:
     """Convert ``model`` to ONNX, check parity on ``sample``, and write the next version of ``name``.
 
+    ``model`` is a fitted scikit-learn estimator or Pipeline, a ``lightgbm.Booster``, an
+    ``xgboost.Booster``, or any ``FrameworkModel``; ``adapt`` picks the adapter.
     Tries a float32 graph first (what clients send and the gateway serves fastest); if that misses the
-    tolerance it tries a float64 graph, and records the choice in ``manifest.source["options"]``.
+    tolerance it tries a float64 graph where the converter can write one, and records the choice in
+    ``manifest.source["options"]``.
     Nothing is written unless parity passes. ``profile=False`` leaves ``manifest.profile`` empty, for
     samples that do not stand for real traffic (such as a synthetic one).
     """
@@ -95,21 +97,22 @@ def convert(
     tolerance = tolerance or Tolerance()
     model_dir = Path(repository) / name
     _repository.next_version(model_dir)  # fail on an unusable repository before the slow part
-    adapter = SklearnModel(model)
+    adapter = adapt(model)
     data = load(
         sample,
         n_features=adapter.n_features,
-        names_in=adapter.feature_names_in,
+        names_in=adapter.feature_names,
         given_names=feature_names,
-        column_transformer=adapter.column_transformer,
+        per_column_inputs=adapter.per_column_inputs,
     )
     rows, resampled = _parity_rows(data.rows)
     labels, scores = _predict(adapter, data.model_input(rows))
 
     attempts: list[tuple[str, ParityReport | None, str]] = []
     chosen: tuple[bytes, Any, ParityReport] | None = None
-    for precision in ("float32", "float64"):
-        say(f"converting with skl2onnx ({precision})")
+    precisions = list(adapter.precisions)
+    for step, precision in enumerate(precisions):
+        say(f"converting with {adapter.converter} ({precision})")
         try:
             model_bytes, session = _graph(adapter, data, precision)
             feeds = data.feeds(rows, precision, data.names if data.named else ["input"])
@@ -118,7 +121,7 @@ def convert(
             say(f"checking parity on {len(rows)} rows")
             outputs = _onnx.run(session, feeds)
         except ConversionError as exc:
-            if precision == "float32":
+            if step == 0:
                 raise
             attempts.append((precision, None, exc.message))
             break
@@ -140,8 +143,8 @@ def convert(
             chosen = (model_bytes, session, report)
             break
         attempts.append((precision, report, "; ".join(report.failures)))
-        if precision == "float32":
-            say(f"float32 parity failed ({'; '.join(report.failures)}); trying float64")
+        if step + 1 < len(precisions):
+            say(f"{precision} parity failed ({'; '.join(report.failures)}); trying {precisions[step + 1]}")
     if chosen is None:
         raise _parity_error(adapter.description, attempts)
     model_bytes, session, report = chosen
@@ -149,7 +152,7 @@ def convert(
     inputs, outputs_spec = _onnx.signature(session, data.names, roles=_onnx.ROLES | {"scores": "other"})
     options: dict[str, Any] = {
         "precision": report.precision,
-        "target_opset": dict(TARGET_OPSET),
+        "target_opset": dict(adapter.target_opset),
         "parity_rows": len(rows),
         "parity_rows_resampled": resampled,
         "inputs": "one per column" if data.named else "one matrix",
@@ -176,9 +179,9 @@ def convert(
         task=adapter.task,
         class_labels=adapter.class_labels,
         source={
-            "framework": "scikit-learn",
+            "framework": adapter.framework,
             "estimator": adapter.description,
-            "versions": _versions(adapter.description),
+            "versions": _versions(adapter.distributions),
             "options": options,
         },
         parity=report.to_json(),
@@ -189,7 +192,7 @@ def convert(
     return _finish(model_dir, name, model_bytes, manifest, report, dry_run, say)
 
 
-def _graph(adapter: SklearnModel, data: Sample, precision: str) -> tuple[bytes, Any]:
+def _graph(adapter: FrameworkModel, data: Sample, precision: str) -> tuple[bytes, Any]:
     """The converted graph with sluice's input and output names, and an onnxruntime session on it."""
     if data.named:
         kinds = [(n, k) for n, k in zip(data.names, data.kinds, strict=True)]
@@ -215,7 +218,7 @@ def _graph(adapter: SklearnModel, data: Sample, precision: str) -> tuple[bytes, 
 
 
 def _onnx_outputs(
-    adapter: SklearnModel, outputs: dict[str, np.ndarray], scores: np.ndarray
+    adapter: FrameworkModel, outputs: dict[str, np.ndarray], scores: np.ndarray
 ) -> tuple[np.ndarray | None, np.ndarray]:
     if adapter.task != "classification":
         return None, outputs.get("value", next(iter(outputs.values())))
@@ -253,14 +256,15 @@ def _finish(
     report: ParityReport | None,
     dry_run: bool,
     say: Callable[[str], None],
+    warnings: Sequence[str] = (),
 ) -> ConversionResult:
     if dry_run:
         version = _repository.next_version(model_dir)
         say(f"dry run: would write {name}/{version}")
-        return ConversionResult(version, model_dir / str(version), manifest, report)
+        return ConversionResult(version, model_dir / str(version), manifest, report, list(warnings))
     say(f"writing {name}/{_repository.next_version(model_dir)}")
     version, path = _repository.write_version(model_dir, model_bytes, manifest)
-    return ConversionResult(version, path, manifest, report)
+    return ConversionResult(version, path, manifest, report, list(warnings))
 
 
 def _parity_error(description: str, attempts: list[tuple[str, ParityReport | None, str]]) -> ConversionError:

@@ -15,7 +15,7 @@ from sluice.converters.artifact.datatypes import ONNX_TO_V2
 from sluice.converters.artifact.errors import ConversionError
 from sluice.converters.artifact.manifest import TensorSpec
 
-from ._sklearn import short_cause
+from ._framework import short_cause
 
 #: Output name -> role, for the names our converters emit.
 ROLES = {"label": "label", "probabilities": "probabilities", "value": "value"}
@@ -65,6 +65,29 @@ def _rename_in_graph(graph: Any, renames: dict[str, str]) -> None:
         for attribute in node.attribute:  # subgraphs (Loop, If, Scan) may read outer names
             for sub in [attribute.g, *attribute.graphs]:
                 _rename_in_graph(sub, renames)
+
+
+def free_batch_dim(model_bytes: bytes) -> bytes:
+    """Outputs whose first dimension is a fixed number get a symbolic batch dimension instead.
+
+    onnxmltools declares a LightGBM classifier's label as shape ``[1]`` although it has one row per
+    input row; the manifest (and onnxruntime's output check) would believe the declaration.
+    """
+    import onnx
+
+    model = onnx.load_from_string(model_bytes)
+    fixed = [
+        o
+        for o in model.graph.output
+        if o.type.HasField("tensor_type")
+        and o.type.tensor_type.shape.dim
+        and o.type.tensor_type.shape.dim[0].HasField("dim_value")
+    ]
+    if not fixed:
+        return model_bytes
+    for output in fixed:
+        output.type.tensor_type.shape.dim[0].dim_param = "N"
+    return bytes(model.SerializeToString())
 
 
 def open_session(model_bytes: bytes) -> Any:

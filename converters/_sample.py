@@ -16,7 +16,7 @@ import numpy as np
 
 from sluice.converters.artifact.errors import ConversionError
 
-from ._sklearn import short_cause
+from ._framework import short_cause
 
 NUMERIC, CATEGORICAL = "numeric", "categorical"
 
@@ -113,7 +113,7 @@ def load(
     n_features: int,
     names_in: Sequence[str] | None,
     given_names: Sequence[str] | None,
-    column_transformer: bool,
+    per_column_inputs: bool,
 ) -> Sample:
     """Check ``sample`` against the model (``n_features``, ``names_in`` = its ``feature_names_in_``)."""
     if _is_frame(sample) or isinstance(sample, Mapping):
@@ -158,5 +158,5 @@ def load(
             "the sample has string columns but the model was not fitted on a DataFrame: fit it on a "
             "DataFrame (with a ColumnTransformer) so each column can be served as a named input"
         )
-    named = CATEGORICAL in kinds or (column_transformer and names_in is not None)
+    named = CATEGORICAL in kinds or (per_column_inputs and names_in is not None)
     return Sample(names, columns, kinds, named=named, wants_frame=names_in is not None)

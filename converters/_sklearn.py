@@ -1,8 +1,9 @@
 """scikit-learn models: what is supported, how to describe them, and how skl2onnx turns them into ONNX.
 
-Everything that knows about scikit-learn or skl2onnx lives here; the rest of ``converters`` sees a
-``SklearnModel`` with a task, class labels, feature names, ``predict`` and ``to_onnx``. Another
-framework slots in as a sibling module offering the same small surface.
+Everything that knows about scikit-learn or skl2onnx lives here (the table of supported estimators in
+``_support``); the rest of ``converters`` sees a ``FrameworkModel``. LightGBM and XGBoost estimators
+with the scikit-learn API (``LGBMClassifier``, ``XGBRegressor``, ...) convert here too, alone or as the
+last step of a Pipeline; their bare boosters have adapters of their own (``_lightgbm``, ``_xgboost``).
 """
 
 from __future__ import annotations
@@ -16,24 +17,14 @@ import numpy as np
 
 from sluice.converters.artifact.errors import ConversionError
 
+from ._framework import short_cause
+
 #: ONNX opsets we emit. 17 is skl2onnx's best-tested default domain opset and loads on every
 #: onnxruntime the gateway accepts (>= 1.18); ai.onnx.ml 3 is what the tree converters target.
 TARGET_OPSET = {"": 17, "ai.onnx.ml": 3}
-
-# Longest foreign error text we quote: skl2onnx dumps whole node attribute lists into its messages.
-_MAX_CAUSE_CHARS = 300
-
-
-def supported_names() -> list[str]:
-    """Every supported class name (kept here for callers of the first converter release)."""
-    from ._support import supported_names as names
-
-    return names()
-
-
-def short_cause(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= _MAX_CAUSE_CHARS else text[:_MAX_CAUSE_CHARS] + " …"
+_DISTRIBUTIONS = ("scikit-learn", "skl2onnx", "onnx", "onnxruntime", "numpy")
+#: Packages of sklearn-API boosters -> the extra distributions their conversion depends on.
+_BOOSTER_DISTRIBUTIONS = {"lightgbm": ("lightgbm", "onnxmltools"), "xgboost": ("xgboost", "onnxmltools")}
 
 
 class SklearnModel:
@@ -44,16 +35,23 @@ class SklearnModel:
     or "value" (a regressor).
     """
 
+    framework = "scikit-learn"
+    converter = "skl2onnx"
+    target_opset = TARGET_OPSET
+    precisions = ("float32", "float64")
+
     def __init__(self, model: Any) -> None:
         from ._support import check, contains_column_transformer
 
         self.model = model
-        self.task, self.description, _ = check(model)
+        self.task, self.description, final = check(model)
         self._check_fitted()
         self.n_features = int(model.n_features_in_)
         names_in = getattr(model, "feature_names_in_", None)
-        self.feature_names_in = [str(n) for n in names_in] if names_in is not None else None
-        self.column_transformer = contains_column_transformer(model)
+        self.feature_names = [str(n) for n in names_in] if names_in is not None else None
+        self.per_column_inputs = contains_column_transformer(model)
+        package = type(final).__module__.partition(".")[0]
+        self.distributions = _DISTRIBUTIONS + _BOOSTER_DISTRIBUTIONS.get(package, ())
         self.class_labels: list[Any] | None = None
         self.compared = "value"
         if self.task == "classification":
@@ -72,7 +70,6 @@ class SklearnModel:
             ) from exc
 
     def predict(self, x: Any) -> tuple[np.ndarray | None, np.ndarray]:
-        """(labels, scores): labels and probabilities (or decision scores), or (None, values)."""
         with warnings.catch_warnings():
             # A model fitted on a DataFrame warns about ndarray input; the columns are already in order.
             warnings.filterwarnings("ignore", message="X does not have valid feature names")
@@ -84,7 +81,6 @@ class SklearnModel:
             return None, np.asarray(self.model.predict(x), dtype=np.float64)
 
     def to_onnx(self, precision: str, inputs: Sequence[tuple[str, str]]) -> bytes:
-        """Serialized ONNX graph; ``inputs`` are (name, "matrix" | "numeric" | "categorical") pairs."""
         from skl2onnx import convert_sklearn
         from skl2onnx.common.data_types import DoubleTensorType, FloatTensorType, StringTensorType
 
@@ -117,6 +113,15 @@ class SklearnModel:
             ) from exc
         return bytes(onx.SerializeToString())
 
+    def synthetic_sample(self) -> tuple[np.ndarray | None, str]:
+        drawn = _synthetic_sample(self.model)
+        if drawn is None:
+            return (
+                None,
+                "the model has no leading StandardScaler or MinMaxScaler to draw a synthetic sample from",
+            )
+        return drawn
+
 
 def _compatible_copy(model: Any) -> Any:
     """The model, or a copy skl2onnx 1.20 can read.
@@ -143,7 +148,7 @@ def _compatible_copy(model: Any) -> Any:
     return model
 
 
-def synthetic_sample(model: Any, rows: int = 1000, seed: int = 0) -> tuple[np.ndarray, str] | None:
+def _synthetic_sample(model: Any, rows: int = 1000, seed: int = 0) -> tuple[np.ndarray, str] | None:
     """Rows drawn from what a leading scaler learned, or None when the model carries no such range.
 
     StandardScaler gives per-feature mean and scale (a gaussian); MinMaxScaler gives the training

@@ -1,11 +1,13 @@
-"""``sluice convert MODEL --repository DIR --name NAME [--sample FILE] [--dry-run] [--tolerance-proba X]``.
+"""``sluice convert MODEL --repository DIR --name NAME [--framework F] [--sample FILE] [--dry-run] ...``.
 
-``MODEL`` is a joblib/pickle file (converted, parity-checked) or an ``.onnx`` file (imported: validated,
-signature read, manifest written).
+``MODEL`` is a joblib/pickle file (scikit-learn), a LightGBM booster's .txt or an XGBoost booster's
+.json/.ubj (converted, parity-checked), or an ``.onnx`` file (imported: validated, signature read,
+manifest written; ``--output-role NAME=ROLE`` says what its outputs are). ``_model_file`` tells which.
 
-``sluice.server.cli`` owns the ``sluice`` command and hands this sub-command its parser (``add_arguments``) and
-its parsed arguments (``run``). Progress goes to stderr; the parity table and the final line to stdout.
-Exit codes: 0 converted (or dry run passed), 2 a user error (bad file, unsupported model, failed parity).
+``sluice.server.cli`` owns the ``sluice`` command and hands this sub-command its parser
+(``add_arguments``) and its parsed arguments (``run``). Progress and warnings go to stderr; the parity
+table and the final line to stdout. Exit codes: 0 converted (or dry run passed), 2 a user error (bad
+file, unsupported model, failed parity), printed as one line.
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ import numpy as np
 from sluice.converters.artifact.errors import ConversionError
 
 from . import ConversionResult, Tolerance, convert, import_onnx
-from ._sklearn import short_cause, synthetic_sample
+from ._framework import FrameworkModel, adapt, short_cause
+from ._model_file import FRAMEWORKS, detect, load
 
 EXIT_OK = 0
 EXIT_USER_ERROR = 2
@@ -31,15 +34,22 @@ _MISSING = {"", "na", "nan", "null", "none"}
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.description = (
-        "Convert a fitted scikit-learn (or LightGBM/XGBoost) model to ONNX, check parity, write the next "
-        "version; or import an existing .onnx file. WARNING: loading a pickle executes code from it."
+        "Convert a fitted scikit-learn model, LightGBM booster or XGBoost booster to ONNX, check parity, "
+        "write the next version; or import an existing .onnx file. WARNING: loading a pickle executes "
+        "code from it."
     )
     parser.add_argument(
         "model",
         metavar="MODEL",
         type=Path,
-        help="a joblib/pickle file holding a fitted estimator or Pipeline, or an .onnx file to import. "
-        "Loading a pickle executes code from it: only load files you trust.",
+        help="a joblib/pickle file holding a fitted estimator or Pipeline, a LightGBM booster (.txt) or "
+        "an XGBoost booster (.json, .ubj) saved with save_model, or an .onnx file to import. Loading a "
+        "pickle executes code from it: only load files you trust.",
+    )
+    parser.add_argument(
+        "--framework",
+        choices=FRAMEWORKS,
+        help="what MODEL holds, when its suffix and content do not say it unambiguously",
     )
     parser.add_argument("--repository", required=True, type=Path, metavar="DIR", help="model repository")
     parser.add_argument("--name", required=True, help="model name: letters, digits, '_', '.', '-'")
@@ -50,7 +60,15 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="rows like the traffic the model will see: .csv (header row names the features), .npy, or "
         ".npz (the array 'X', else the first). Used for the parity check and the drift reference "
         "profile. Required unless the Pipeline starts with a StandardScaler or MinMaxScaler, from which "
-        "a synthetic sample is drawn (parity only, no profile).",
+        "a synthetic sample is drawn (parity only, no profile); a booster always needs one.",
+    )
+    parser.add_argument(
+        "--output-role",
+        action="append",
+        default=[],
+        metavar="NAME=ROLE",
+        help="an imported .onnx file's output NAME has ROLE (label, probabilities, value, other) rather "
+        "than the role guessed from its name; repeatable",
     )
     parser.add_argument("--dry-run", action="store_true", help="convert and check, write nothing")
     defaults = Tolerance()
@@ -69,17 +87,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="largest allowed |difference| of a regression value, relative to the std of the model's "
         f"outputs (default {defaults.max_abs_diff_value_rel:g})",
     )
-
-
-def _load_model(path: Path) -> Any:
-    import joblib
-
-    if not path.is_file():
-        raise ConversionError(f"{path}: no such file")
-    try:
-        return joblib.load(path)
-    except Exception as exc:  # a corrupt or foreign pickle can raise nearly anything
-        raise ConversionError(f"{path}: cannot load a model from it ({short_cause(exc)})") from exc
 
 
 def _number(text: str) -> float:
@@ -138,11 +145,10 @@ def _read_sample(path: Path) -> tuple[Any, list[str] | None]:
     raise ConversionError(f"{path}: unknown sample format {suffix!r}; use .csv, .npy or .npz")
 
 
-def _feature_names(model: Any, header: list[str] | None, path: Path) -> list[str] | None:
-    known = getattr(model, "feature_names_in_", None)
+def _feature_names(model: FrameworkModel, header: list[str] | None, path: Path) -> list[str] | None:
+    known = model.feature_names
     if header is None or known is None:
         return header
-    known = [str(n) for n in known]
     # A reordered CSV would silently feed columns to the wrong features; insist on the model's order.
     if header != known:
         raise ConversionError(
@@ -151,12 +157,30 @@ def _feature_names(model: Any, header: list[str] | None, path: Path) -> list[str
     return header
 
 
+def _output_roles(flags: list[str]) -> dict[str, str]:
+    roles: dict[str, str] = {}
+    for flag in flags:
+        name, _, role = flag.rpartition("=")
+        if not name or not role:
+            raise ConversionError(f"--output-role expects NAME=ROLE, got {flag!r}")
+        if roles.get(name, role) != role:
+            raise ConversionError(f"--output-role gives {name!r} two roles: {roles[name]!r} and {role!r}")
+        roles[name] = role
+    return roles
+
+
 def run(args: argparse.Namespace) -> int:
     def progress(message: str) -> None:
         print(f"convert: {message}", file=sys.stderr, flush=True)
 
     try:
-        if args.model.suffix.lower() == ".onnx":
+        framework = detect(args.model, args.framework)
+        if args.output_role and framework != "onnx":
+            raise ConversionError(
+                "--output-role is for an imported .onnx file; a converted model's outputs are named and "
+                "given their roles by the converter"
+            )
+        if framework == "onnx":
             sample, names = _read_sample(args.sample) if args.sample is not None else (None, None)
             result = import_onnx(
                 args.model,
@@ -164,24 +188,21 @@ def run(args: argparse.Namespace) -> int:
                 repository=args.repository,
                 name=args.name,
                 feature_names=None if isinstance(sample, dict) else names,
+                output_roles=_output_roles(args.output_role),
                 dry_run=args.dry_run,
                 progress=progress,
             )
             return _done(result, args.dry_run)
-        model = _load_model(args.model)
+        model = adapt(load(args.model, framework))
         with_profile = True
         if args.sample is not None:
             sample, header = _read_sample(args.sample)
             names = None if isinstance(sample, dict) else _feature_names(model, header, args.sample)
         else:
-            drawn = synthetic_sample(model)
+            drawn, how = model.synthetic_sample()
             if drawn is None:
-                raise ConversionError(
-                    "--sample is required: the model has no leading StandardScaler or MinMaxScaler to "
-                    "draw a synthetic sample from"
-                )
-            sample, how = drawn
-            names, with_profile = None, False
+                raise ConversionError(f"--sample is required: {how}")
+            sample, names, with_profile = drawn, None, False
             progress(f"no --sample: parity on a synthetic sample ({how}); no reference profile")
         tolerance = Tolerance(
             max_abs_diff_proba=args.tolerance_proba, max_abs_diff_value_rel=args.tolerance_value
@@ -204,6 +225,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _done(result: ConversionResult, dry_run: bool) -> int:
+    for warning in result.warnings:
+        print(f"sluice convert: warning: {warning}", file=sys.stderr)
     if result.report is None:
         print("parity: imported (no source model to compare with)")
     else:

@@ -118,6 +118,43 @@ def _booster(module: str, name: str) -> Any:
     return cls(n_estimators=15, max_depth=4, random_state=0, **extra)
 
 
+#: Boosters trained with their own API and saved to their own files: framework -> file suffix.
+BOOSTER_FILES = {"lightgbm": ".txt", "xgboost": ".json"}
+
+
+def _save_booster(framework: str, task: str, x: np.ndarray, y: np.ndarray, path: Path) -> Path:
+    module = importlib.import_module(framework)
+    if framework == "lightgbm":
+        objective = {"binary": "binary", "multiclass": "multiclass", "regressor": "regression"}[task]
+        params: dict[str, Any] = {"objective": objective, "num_leaves": 15, "verbose": -1}
+        booster = module.train(
+            params | ({"num_class": 3} if task == "multiclass" else {}), module.Dataset(x, y), 15
+        )
+    else:
+        objective = {
+            "binary": "binary:logistic",
+            "multiclass": "multi:softprob",
+            "regressor": "reg:squarederror",
+        }[task]
+        params = {"objective": objective, "max_depth": 4}
+        booster = module.train(
+            params | ({"num_class": 3} if task == "multiclass" else {}), module.DMatrix(x, y), 15
+        )
+    booster.save_model(path)
+    return path
+
+
+def _load_booster(framework: str, path: Path) -> Any:
+    return importlib.import_module(framework).Booster(model_file=str(path))
+
+
+def _booster_predict(framework: str, path: Path, x: np.ndarray) -> np.ndarray:
+    booster = _load_booster(framework, path)
+    if framework == "xgboost":
+        return np.asarray(booster.predict(importlib.import_module("xgboost").DMatrix(x)))
+    return np.asarray(booster.predict(x))
+
+
 def _available(package: str | None) -> bool:
     return package is None or (
         importlib.util.find_spec(package) is not None and importlib.util.find_spec("onnxmltools") is not None
@@ -185,6 +222,15 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[GatewaySe
                 model = make().fit(x, y)
             result = convert(model, x, repository=root, name=f"{kind}-{task}")
             models[f"{kind}-{task}"] = (model, x[:REQUEST_ROWS], result.report)
+    for framework, suffix in BOOSTER_FILES.items():
+        if not _available(framework):
+            continue
+        for task, (x, y) in (("binary", (xc, yc)), ("multiclass", (xm, ym)), ("regressor", (xr, yr))):
+            path = _save_booster(framework, task, x, y, root.parent / f"{framework}-{task}{suffix}")
+            result = convert(
+                _load_booster(framework, path), x, repository=root, name=f"{framework}-file-{task}"
+            )
+            models[f"{framework}-file-{task}"] = (path, x[:REQUEST_ROWS], result.report)
     if importlib.util.find_spec("pandas") is not None:
         for name, (model, train, requests) in _churn_models().items():
             result = convert(model, train, repository=root, name=name)
@@ -282,3 +328,33 @@ def test_served_mixed_pipeline_takes_named_inputs(served: Any, name: str) -> Non
         np.testing.assert_allclose(
             np.array(predictions, dtype=np.float64).ravel(), expected, atol=1e-4 * float(np.std(expected))
         )
+
+
+@pytest.mark.parametrize(
+    "name", [f"{f}-file-{t}" for f in BOOSTER_FILES for t in ("binary", "multiclass", "regressor")]
+)
+def test_served_booster_from_its_file_matches_the_booster(served: Any, name: str) -> None:
+    framework = name.split("-", 1)[0]
+    pytest.importorskip(framework)
+    pytest.importorskip("onnxmltools")
+    server, models = served
+    path, x, report = models[name]
+    body = {
+        "inputs": [{"name": "input", "shape": list(x.shape), "datatype": "FP64", "data": x.ravel().tolist()}]
+    }
+    out = _outputs(server.client.post(f"/v2/models/{name}/infer", json=body))
+    expected = _booster_predict(framework, path, x)
+    if name.endswith("regressor"):
+        served_values = out["value"].astype(np.float64).ravel()
+        np.testing.assert_allclose(
+            served_values, expected, rtol=0, atol=1e-4 * float(np.std(expected)) + 1e-6
+        )
+    else:
+        table = np.column_stack([1 - expected, expected]) if expected.ndim == 1 else expected
+        np.testing.assert_allclose(out["probabilities"], table, rtol=0, atol=1e-4)
+        np.testing.assert_array_equal(out["label"].ravel(), table.argmax(axis=1))
+    meta = server.client.get(f"/v2/models/{name}").json()
+    assert [o["name"] for o in meta["outputs"]] == (
+        ["value"] if name.endswith("regressor") else ["label", "probabilities"]
+    )
+    assert report.passed and report.rows == 1000

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import csv
 import hashlib
+import json
 from pathlib import Path
 
 import joblib
@@ -18,11 +19,11 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import OneClassSVM
 
-from sluice.converters import Tolerance, convert
+from sluice.converters import Tolerance, convert, import_onnx
 from sluice.converters import cli as convert_cli
-from sluice.converters.demo import build_demo_repository
 from sluice.converters.artifact.errors import ConversionError
 from sluice.converters.artifact.manifest import Manifest
+from sluice.converters.demo import build_demo_repository
 
 
 @pytest.fixture(scope="module")
@@ -482,3 +483,329 @@ def test_non_model_pickle_is_refused(tmp_path: Path, clf_data, capsys) -> None:
     ]
     assert convert_cli.run(_args(argv)) == 2
     assert "unsupported model object dict" in capsys.readouterr().err
+
+
+# --- LightGBM and XGBoost boosters, loaded from their own files ------------------------------------------
+
+
+def _booster_data(task: str) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(300, 4))
+    if task == "binary":
+        return x, (x[:, 0] + 0.5 * x[:, 1] > 0).astype(int)
+    if task == "multiclass":
+        return x, np.digitize(x[:, 0] - x[:, 2], [-0.5, 0.5])
+    return x, x @ np.array([1.0, 2.0, -1.0, 0.5]) + rng.normal(scale=0.1, size=300)
+
+
+def _lightgbm_file(path: Path, task: str, names: list[str] | None = None) -> Path:
+    lightgbm = pytest.importorskip("lightgbm")
+    x, y = _booster_data(task)
+    objective = {"binary": "binary", "multiclass": "multiclass", "regression": "regression"}[task]
+    params = {"objective": objective, "num_leaves": 7, "verbose": -1, "num_threads": 1}
+    if task == "multiclass":
+        params["num_class"] = 3
+    data = lightgbm.Dataset(x, y, feature_name=names or "auto")
+    lightgbm.train(params, data, num_boost_round=10).save_model(path)
+    return path
+
+
+def _xgboost_file(path: Path, task: str, names: list[str] | None = None, objective: str = "") -> Path:
+    xgboost = pytest.importorskip("xgboost")
+    x, y = _booster_data(task)
+    default = {"binary": "binary:logistic", "multiclass": "multi:softprob", "regression": "reg:squarederror"}
+    params = {"objective": objective or default[task], "max_depth": 3, "nthread": 1}
+    if task == "multiclass":
+        params["num_class"] = 3
+    xgboost.train(params, xgboost.DMatrix(x, y, feature_names=names), num_boost_round=10).save_model(path)
+    return path
+
+
+def _booster_predictions(framework: str, path: Path, x: np.ndarray) -> np.ndarray:
+    """What the user's own library predicts from the saved file."""
+    if framework == "lightgbm":
+        import lightgbm
+
+        return lightgbm.Booster(model_file=str(path)).predict(x)
+    import xgboost
+
+    return xgboost.Booster(model_file=str(path)).predict(xgboost.DMatrix(x))
+
+
+BOOSTER_FILES = [
+    ("lightgbm", ".txt", "binary"),
+    ("lightgbm", ".txt", "regression"),
+    ("lightgbm", ".txt", "multiclass"),
+    ("xgboost", ".json", "binary"),
+    ("xgboost", ".ubj", "regression"),
+    ("xgboost", ".json", "multiclass"),
+]
+
+
+@pytest.mark.parametrize(("framework", "suffix", "task"), BOOSTER_FILES)
+def test_booster_from_its_file_converts_with_parity(tmp_path: Path, framework, suffix, task) -> None:
+    save = _lightgbm_file if framework == "lightgbm" else _xgboost_file
+    path = save(tmp_path / f"model{suffix}", task)
+    loaded = pytest.importorskip(framework).Booster(model_file=str(path))
+    x, _ = _booster_data(task)
+    result = convert(loaded, x, repository=tmp_path / "repo", name="m")
+
+    assert result.report is not None and result.report.passed and result.report.precision == "float32"
+    manifest = Manifest.read(result.path)
+    assert manifest.source["framework"] == framework
+    assert manifest.source["estimator"].startswith(("LightGBM Booster(", "XGBoost Booster("))
+    assert set(manifest.source["versions"]) == {framework, "onnxmltools", "onnx", "onnxruntime", "numpy"}
+    assert manifest.inputs[0].features == ("f0", "f1", "f2", "f3")
+    expected = _booster_predictions(framework, path, x)
+    outputs = _session(result.path).run(None, {"input": x.astype(np.float32)})
+    if task == "regression":
+        assert manifest.task == "regression" and manifest.class_labels is None
+        assert [(t.name, t.role, t.shape) for t in manifest.outputs] == [("value", "value", (-1, 1))]
+        np.testing.assert_allclose(outputs[0].ravel(), expected, rtol=0, atol=1e-4 * expected.std())
+        return
+    n_classes = 2 if task == "binary" else 3
+    assert manifest.task == "classification" and manifest.class_labels == list(range(n_classes))
+    assert [(t.name, t.role, t.shape) for t in manifest.outputs] == [
+        ("label", "label", (-1,)),
+        ("probabilities", "probabilities", (-1, n_classes)),
+    ]
+    label, probabilities = outputs
+    expected = np.column_stack([1 - expected, expected]) if task == "binary" else expected
+    np.testing.assert_allclose(probabilities, expected, rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(label, expected.argmax(axis=1))
+    profile = manifest.to_json()["profile"]
+    assert profile["outputs"]["class_shares"]["0"] == pytest.approx(np.mean(expected.argmax(axis=1) == 0))
+
+
+def test_booster_feature_names_come_from_the_booster(tmp_path: Path) -> None:
+    lightgbm = pytest.importorskip("lightgbm")
+    path = _lightgbm_file(tmp_path / "model.txt", "binary", names=["age", "income", "tenure", "visits"])
+    x, _ = _booster_data("binary")
+    result = convert(lightgbm.Booster(model_file=str(path)), x, repository=tmp_path, name="m")
+    assert result.manifest.inputs[0].features == ("age", "income", "tenure", "visits")
+
+
+@pytest.mark.parametrize(
+    ("objective", "hint"),
+    [("multi:softmax", "multi:softprob"), ("binary:logitraw", "binary:logistic")],
+)
+def test_xgboost_objective_without_probabilities_is_refused(tmp_path: Path, objective, hint) -> None:
+    xgboost = pytest.importorskip("xgboost")
+    task = "multiclass" if objective.startswith("multi") else "binary"
+    path = _xgboost_file(tmp_path / "model.json", task, objective=objective)
+    x, _ = _booster_data(task)
+    with pytest.raises(ConversionError, match="predicts no probabilities") as info:
+        convert(xgboost.Booster(model_file=str(path)), x, repository=tmp_path, name="m")
+    assert hint in info.value.message
+    assert not (tmp_path / "m").exists()
+
+
+def _cli(tmp_path: Path, model: Path, *extra: str) -> int:
+    argv = [str(model), "--repository", str(tmp_path / "repo"), "--name", "m", *extra]
+    return convert_cli.run(_args(argv))
+
+
+def _booster_csv(tmp_path: Path, task: str) -> Path:
+    x, _ = _booster_data(task)
+    return _csv(tmp_path / "sample.csv", ["age", "income", "tenure", "visits"], x.tolist())
+
+
+@pytest.mark.parametrize(
+    ("framework", "suffix"), [("lightgbm", ".txt"), ("xgboost", ".json"), ("xgboost", ".ubj")]
+)
+def test_cli_detects_the_booster_from_its_file(tmp_path: Path, capsys, framework, suffix) -> None:
+    save = _lightgbm_file if framework == "lightgbm" else _xgboost_file
+    model = save(tmp_path / f"model{suffix}", "binary")
+    code = _cli(tmp_path, model, "--sample", str(_booster_csv(tmp_path, "binary")))
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    assert (
+        "converting with onnxmltools (float32)" in err and "result                            passed" in out
+    )
+    manifest = json.loads((tmp_path / "repo" / "m" / "1" / "manifest.json").read_text())
+    assert manifest["source"]["framework"] == framework and manifest["class_labels"] == [0, 1]
+    assert manifest["inputs"][0]["features"] == ["age", "income", "tenure", "visits"]
+    assert manifest["profile"]["features"]["age"]["mean"] == pytest.approx(
+        _booster_data("binary")[0][:, 0].mean()
+    )
+
+
+def test_cli_booster_with_another_suffix_needs_the_framework_flag(tmp_path: Path, capsys) -> None:
+    model = _xgboost_file(tmp_path / "model.json", "regression").rename(tmp_path / "model.bin")
+    sample = str(_booster_csv(tmp_path, "regression"))
+    assert _cli(tmp_path, model, "--sample", sample) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1  # nothing ran: the error is all there is
+    assert err.startswith("sluice convert: error: ") and "model.bin: cannot tell which framework" in err
+    assert "--framework scikit-learn|lightgbm|xgboost|onnx" in err
+
+    assert _cli(tmp_path, model, "--sample", sample, "--framework", "xgboost") == 0
+    assert Manifest.read(tmp_path / "repo" / "m" / "1").source["framework"] == "xgboost"
+
+
+def test_cli_txt_that_is_not_lightgbm_asks_for_the_framework(tmp_path: Path, capsys) -> None:
+    (tmp_path / "model.txt").write_text("weights: 1 2 3\n")
+    assert _cli(tmp_path, tmp_path / "model.txt") == 2
+    err = capsys.readouterr().err
+    assert "model.txt: a .txt file that is not a LightGBM model" in err and "--framework" in err
+
+
+def test_cli_booster_file_of_the_wrong_framework_is_a_clean_error(tmp_path: Path, capsys) -> None:
+    model = _lightgbm_file(tmp_path / "model.txt", "binary")
+    assert _cli(tmp_path, model, "--framework", "xgboost") == 2
+    err = capsys.readouterr().err
+    assert "model.txt: not an XGBoost model file" in err and "Traceback" not in err
+
+
+def test_cli_booster_needs_a_sample_and_says_why(tmp_path: Path, capsys) -> None:
+    model = _lightgbm_file(tmp_path / "model.txt", "regression")
+    assert _cli(tmp_path, model) == 2
+    err = capsys.readouterr().err
+    assert "--sample is required: a booster records split thresholds" in err
+    assert not (tmp_path / "repo").exists()
+
+
+def test_cli_booster_header_must_follow_the_boosters_feature_names(tmp_path: Path, capsys) -> None:
+    model = _xgboost_file(tmp_path / "model.json", "binary", names=["visits", "tenure", "income", "age"])
+    assert _cli(tmp_path, model, "--sample", str(_booster_csv(tmp_path, "binary"))) == 2
+    err = capsys.readouterr().err
+    assert "the header must list the model's features in order: visits, tenure, income, age" in err
+
+
+class _LinearModel:
+    """A framework sluice has never heard of: y = x @ w, with its own ONNX graph (a FrameworkModel)."""
+
+    framework = "numpy-linear"
+    description = "LinearModel(w)"
+    converter = "onnx.helper"
+    distributions = ("numpy", "onnx")
+    precisions = ("float32",)
+    task, compared, class_labels = "regression", "value", None
+    per_column_inputs = False
+    n_features = 2
+
+    def __init__(self, w: np.ndarray) -> None:
+        self.w = w
+        self.target_opset = {"": 17}
+        self.feature_names = ["height", "weight"]
+
+    def predict(self, x):
+        return None, np.asarray(x, dtype=np.float64) @ self.w
+
+    def to_onnx(self, precision, inputs):
+        from onnx import TensorProto, helper, numpy_helper
+
+        graph = helper.make_graph(
+            [helper.make_node("MatMul", ["input", "w"], ["value"])],
+            "linear",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 2])],
+            [helper.make_tensor_value_info("value", TensorProto.FLOAT, [None, 1])],
+            [numpy_helper.from_array(self.w.reshape(2, 1).astype(np.float32), "w")],
+        )
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+        return model.SerializeToString()
+
+    def synthetic_sample(self):
+        return None, "no sample"
+
+
+def test_any_framework_model_converts_through_the_protocol(tmp_path: Path) -> None:
+    from sluice.converters import FrameworkModel
+
+    model = _LinearModel(np.array([0.5, 2.0]))
+    assert isinstance(model, FrameworkModel)
+    x = np.random.default_rng(3).normal(size=(50, 2))
+    result = convert(model, x, repository=tmp_path, name="linear")
+    source = Manifest.read(result.path).source
+    assert (source["framework"], source["estimator"]) == ("numpy-linear", "LinearModel(w)")
+    assert set(source["versions"]) == {"numpy", "onnx"} and source["options"]["target_opset"] == {"": 17}
+    assert result.manifest.inputs[0].features == ("height", "weight") and result.report.passed
+
+
+# --- Imported ONNX files: output roles -----------------------------------------------------------------
+
+
+def _logits_onnx(path: Path, outputs: tuple[str, str] = ("label", "logits")) -> Path:
+    """A two-class 'classifier' whose scores are raw logits: label = argmax(input), scores = input."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    label, scores = outputs
+    graph = helper.make_graph(
+        [
+            helper.make_node("ArgMax", ["input"], [label], axis=1, keepdims=0),
+            helper.make_node("Identity", ["input"], [scores]),
+        ],
+        "logits",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [None, 2])],
+        [
+            helper.make_tensor_value_info(label, TensorProto.INT64, [None]),
+            helper.make_tensor_value_info(scores, TensorProto.FLOAT, [None, 2]),
+        ],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, path)
+    return path
+
+
+def test_import_guesses_roles_and_warns_that_prediction_drift_is_off(tmp_path: Path, capsys) -> None:
+    assert _cli(tmp_path, _logits_onnx(tmp_path / "clf.onnx")) == 0
+    out, err = capsys.readouterr()
+    assert "parity: imported" in out
+    (warning,) = [line for line in err.splitlines() if line.startswith("sluice convert: warning: ")]
+    assert "no output with role 'probabilities' (its outputs 'logits' are 'other')" in warning
+    assert "prediction drift will be off" in warning and "--output-role NAME=probabilities" in warning
+    manifest = Manifest.read(tmp_path / "repo" / "m" / "1")
+    assert manifest.task == "classification"
+    assert [(t.name, t.role) for t in manifest.outputs] == [("label", "label"), ("logits", "other")]
+
+
+def test_output_role_flag_overrides_the_guess(tmp_path: Path, capsys) -> None:
+    model = _logits_onnx(tmp_path / "clf.onnx")
+    assert _cli(tmp_path, model, "--output-role", "logits=probabilities") == 0
+    assert "warning" not in capsys.readouterr().err
+    manifest = Manifest.read(tmp_path / "repo" / "m" / "1")
+    assert [(t.name, t.role) for t in manifest.outputs] == [("label", "label"), ("logits", "probabilities")]
+
+
+def test_output_roles_from_python_override_a_name_that_looks_right(tmp_path: Path) -> None:
+    model = _logits_onnx(tmp_path / "clf.onnx", outputs=("output_label", "probabilities"))
+    result = import_onnx(model, repository=tmp_path, name="m", output_roles={"probabilities": "other"})
+    assert [(t.name, t.role) for t in result.manifest.outputs] == [
+        ("output_label", "label"),
+        ("probabilities", "other"),
+    ]
+    assert len(result.warnings) == 1 and "prediction drift will be off" in result.warnings[0]
+
+
+@pytest.mark.parametrize(
+    ("flag", "message"),
+    [
+        (
+            "logitz=probabilities",
+            "output role for 'logitz': the graph has no such output; its outputs are 'label', 'logits'",
+        ),
+        (
+            "logits=scores",
+            "unknown output role 'scores' for 'logits': roles are label, probabilities, value, other",
+        ),
+        ("logits=probability", "unknown output role 'probability' for 'logits'"),
+        ("logits", "--output-role expects NAME=ROLE, got 'logits'"),
+        ("logits=label", "outputs 'label', 'logits' all have role 'label'"),
+    ],
+    ids=["unknown-name", "scores", "unknown-role", "malformed", "two-labels"],
+)
+def test_bad_output_role_is_one_line_and_writes_nothing(tmp_path: Path, capsys, flag, message) -> None:
+    model = _logits_onnx(tmp_path / "clf.onnx")
+    assert _cli(tmp_path, model, "--output-role", flag) == 2
+    out, err = capsys.readouterr()
+    (line,) = [line for line in err.splitlines() if line.startswith("sluice convert:")]
+    assert out == "" and line.startswith("sluice convert: error: ") and "Traceback" not in err
+    assert message in line
+    assert not (tmp_path / "repo").exists()
+
+
+def test_output_role_is_refused_for_a_converted_model(tmp_path: Path, logistic, capsys) -> None:
+    joblib.dump(logistic, tmp_path / "model.joblib")
+    assert _cli(tmp_path, tmp_path / "model.joblib", "--output-role", "label=label") == 2
+    assert "--output-role is for an imported .onnx file" in capsys.readouterr().err
