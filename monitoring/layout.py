@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 #: Features watched per version at most (metric labels stay bounded).
 MAX_FEATURES = 64
@@ -83,16 +84,39 @@ class Layout:
         )
 
 
-@dataclass
-class WatchOptions:
-    """How one version is watched (the gateway fills it from the model's ``monitoring:`` config)."""
+class WatchOptions(BaseModel):
+    """How one version is watched: the ``monitoring:`` section of the model's ``config.yaml`` itself.
 
-    sample_rate: float = 1.0
-    target_false_alarms_per_100k: float = 10.0
-    reference_size: int = 2000
-    window_rows: int = 1000
-    #: Watch each numeric feature's share of missing values (NaN): for models that accept them.
-    watch_missing: bool = False
+    One type for the file and the monitor: the gateway validates ``config.yaml`` with it and hands it on,
+    filling ``watch_missing`` from the model's ``allow_nan`` when the file leaves it unset.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = Field(True, description="Watch this model's versions.")
+    sample_rate: float = Field(1.0, gt=0, le=1, description="Share of requests the monitor sees.")
+    features: list[str] | None = Field(None, description="Features to watch (default: all, at most 64).")
+    categorical: list[str] = Field(
+        default_factory=list, description="Numeric-typed features to treat as categories."
+    )
+    target_false_alarms_per_100k: float = Field(
+        10.0,
+        gt=0,
+        description="False alarms per 100k samples the whole monitor of a version may raise on stable "
+        "traffic; split across its detectors (at most 1 per detector).",
+    )
+    reference_size: int = Field(
+        2000,
+        ge=100,
+        description="Rows (requests for latency and errors) taken as the reference when the version has "
+        "no reference profile.",
+    )
+    window_rows: int = Field(1000, ge=50, description="Rows per tumbling window for PSI / Jensen-Shannon.")
+    watch_missing: bool | None = Field(
+        None,
+        description="Watch each numeric feature's share of missing values (NaN); default: when the model "
+        "accepts NaN (`allow_nan`).",
+    )
 
 
 def row_scores(values: Any, probabilities: bool) -> np.ndarray:

@@ -16,7 +16,7 @@ from collections.abc import AsyncIterator
 
 from starlette.applications import Starlette
 
-from sluice.monitoring.layout import Layout, WatchOptions
+from sluice.monitoring.layout import Layout
 from sluice.monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from sluice.monitoring.monitor import Monitor
 from sluice.server.execution.executors import ExecutorFactory
@@ -97,14 +97,9 @@ class Gateway:
             only=config.features,
             categorical=config.categorical,
         )
-        options = WatchOptions(
-            sample_rate=config.sample_rate,
-            target_false_alarms_per_100k=config.target_false_alarms_per_100k,
-            reference_size=config.reference_size,
-            window_rows=config.window_rows,
-            watch_missing=mv.allow_nan,  # NaN only reaches the monitor where the model accepts it
-        )
-        await monitor.watch(mv.model, mv.version, layout, mv.manifest.profile, options)
+        if config.watch_missing is None:  # NaN only reaches the monitor where the model accepts it
+            config = config.model_copy(update={"watch_missing": mv.allow_nan})
+        await monitor.watch(mv.model, mv.version, layout, mv.manifest.profile, config)
 
     async def _retired_version(self, mv: ModelVersion, replaced: bool) -> None:
         # A reloaded version retires its previous load after the new one took over: the version's series
@@ -185,7 +180,7 @@ def create_app(settings: Settings) -> InferenceEndpoint:
     app = Starlette(
         routes=[*endpoints.routes(), *rollouts.routes()],
         lifespan=lifespan,
-        exception_handlers=HANDLERS,  # type: ignore[arg-type]
+        exception_handlers=HANDLERS,
     )
     return InferenceEndpoint(app, gateway.service, settings)
 

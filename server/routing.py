@@ -49,8 +49,8 @@ def parse_version(text: str) -> int | None:
 
     Only ASCII digits make a version: ``int()`` would also read ``"٣"`` or ``"３"`` as 3.
 
-    >>> parse_version("3"), parse_version("03"), parse_version("0"), parse_version("٣"), parse_version("canary")
-    (3, 3, None, None, None)
+    >>> [parse_version(text) for text in ("3", "03", "0", "٣", "canary")]
+    [3, 3, None, None, None]
     """
     if not text or len(text) > MAX_VERSION_DIGITS or not (text.isascii() and text.isdigit()):
         return None

@@ -1,28 +1,31 @@
 """The whole exception tree of sluice, and nothing else.
 
 Every failure a client can cause or observe is a ``SluiceError`` carrying its HTTP status and a stable
-machine-readable ``code``. One handler (in ``sluice.server.app``) turns it into
+machine-readable ``code``. One renderer (``sluice.server.http.errors``) turns it into
 ``{"error": message, "code": code, "details": {...}}``. Foreign errors (onnxruntime, orjson, numpy,
-skl2onnx) are translated at one boundary each with ``raise ... from exc``.
+skl2onnx, Prometheus' HTTP API) are translated at one boundary each with ``raise ... from exc``.
+The tree below is checked against the classes by a test (status, then code):
 
-    SluiceError
-    ├── BadRequestError            400  malformed body, bad lengths, bad parameters
-    │   └── UnsupportedMediaError  415  a content type or encoding we do not read
-    ├── UnauthorizedError          401
-    ├── ForbiddenError             403
-    ├── NotFoundError              404
-    │   ├── ModelNotFoundError
-    │   └── VersionNotFoundError
-    ├── BodyTooLargeError          413
-    ├── InvalidInputError          422  valid JSON that does not fit the model's signature
-    ├── OverloadedError            503  queue full (Retry-After)
-    ├── NotReadyError              503  model or server not ready (Retry-After)
-    ├── DeadlineExceededError      504
-    ├── ClientDisconnectedError    499  the client left before its answer (counted, never sent)
-    ├── ConfigError                -    a settings/config file that cannot be used (start or reload)
-    ├── ConversionError            -    a model that cannot be converted or fails parity
-    └── ModelLoadError             400  an artifact that cannot be loaded (admin load API)
-    InternalError                  500  a genuine server fault (e.g. onnxruntime failed on valid input)
+    SluiceError                      500 internal
+    ├── BadRequestError              400 bad_request          malformed body, lengths, parameters
+    │   └── UnsupportedMediaError    415 unsupported_media_type   a type or encoding not read
+    ├── UnauthorizedError            401 unauthorized
+    ├── ForbiddenError               403 forbidden
+    ├── NotFoundError                404 not_found
+    │   ├── ModelNotFoundError       404 model_not_found
+    │   └── VersionNotFoundError     404 version_not_found
+    ├── BodyTooLargeError            413 body_too_large
+    ├── InvalidInputError            422 invalid_input        JSON that does not fit the signature
+    ├── ClientDisconnectedError      499 client_disconnected  the client left (counted, never sent)
+    ├── InternalError                500 internal             a genuine server fault
+    ├── PrometheusError              502 prometheus           gate figures unreadable
+    ├── OverloadedError              503 overloaded           shed before it ran (Retry-After)
+    │   └── NotReadyError            503 not_ready            not ready yet (Retry-After)
+    ├── DeadlineExceededError        504 deadline_exceeded
+    ├── ConfigError                  400 config               a settings or config file
+    │   └── RolloutConfigError       400 config               a rollouts file, every problem
+    ├── ConversionError              400 conversion           cannot convert, or fails parity
+    └── ModelLoadError               400 model_load           an artifact that cannot load
 """
 
 from __future__ import annotations
@@ -142,5 +145,20 @@ class ConversionError(SluiceError):
 class ModelLoadError(SluiceError):
     """A model artifact that cannot be loaded (corrupt ONNX, bad manifest); that version never serves."""
 
-    status = 500
+    status = 400
     code = "model_load"
+
+
+class RolloutConfigError(ConfigError):
+    """A rollouts file that cannot apply; ``problems`` lists every reason, one message each."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        super().__init__(f"{source}: " + "; ".join(problems), details={"problems": problems})
+        self.problems = problems
+
+
+class PrometheusError(SluiceError):
+    """Prometheus could not be asked, or answered something unusable (a rollout gate's figures)."""
+
+    status = 502
+    code = "prometheus"

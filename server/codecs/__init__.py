@@ -5,8 +5,9 @@ for anything a client got wrong; nothing here knows about HTTP, routing or model
 """
 
 from sluice.server.codecs.binary import decompress
+from sluice.server.codecs.fields import RequestedOutput
 from sluice.server.codecs.v1 import decode_v1, encode_v1
-from sluice.server.codecs.v2 import InferRequest, RequestedOutput, decode_v2, encode_v2
+from sluice.server.codecs.v2 import InferRequest, decode_v2, encode_v2
 
 __all__ = [
     "InferRequest",

@@ -1,8 +1,8 @@
 """The v1 (TF Serving style) ``:predict`` bodies: ``{"instances": [...]}`` or columnar ``{"inputs": ...}``
 in, ``{"predictions": [...]}`` out.
 
-The same checks as v2 (``sluice.server.codecs.v2``), reached from rows instead of tensors: every row is laid out
-in the signature's order (objects keyed by input, or by feature name for a single 2-D input) and cast
+The same checks as v2 (``sluice.server.codecs.v2``), reached from rows instead of tensors: every row is
+laid out in the signature's order (objects keyed by input, or by feature name for a single 2-D input) and cast
 to the signature's dtypes, or a ``SluiceError`` names the problem.
 """
 
@@ -23,8 +23,9 @@ from sluice.converters.artifact.errors import (
     InvalidInputError,
 )
 from sluice.converters.artifact.manifest import TensorSpec
+from sluice.server.codecs.fields import check_shape, load_object, quoted_names
 from sluice.server.codecs.tensors import cast, json_rows, json_values
-from sluice.server.codecs.v2 import NUMPY_OPT, Array, InferRequest, check_shape, load_object, quoted_names
+from sluice.server.codecs.v2 import NUMPY_OPT, Array, InferRequest
 
 __all__ = ["decode_v1", "encode_v1"]
 

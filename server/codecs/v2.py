@@ -4,7 +4,8 @@ Owns every rule about what a request may say and how a response is laid out: JSO
 tensor extension's JSON side, request parameters, the requested outputs, and the checks that turn a
 request into arrays of exactly the model signature's dtypes (or a ``SluiceError`` naming the problem).
 Pure bytes <-> numpy: routes parse HTTP headers and hand over bytes; raw tensor layout and content
-encodings live in ``sluice.server.codecs.binary``, value conversion and casts in ``sluice.server.codecs.tensors``.
+encodings live in ``sluice.server.codecs.binary``, value conversion and casts in
+``sluice.server.codecs.tensors``, the request's small parts in ``sluice.server.codecs.fields``.
 """
 
 from __future__ import annotations
@@ -26,6 +27,15 @@ from sluice.converters.artifact.errors import (
 )
 from sluice.converters.artifact.manifest import TensorSpec
 from sluice.server.codecs.binary import decompress, read_bytes, read_fixed, write_tensor
+from sluice.server.codecs.fields import (
+    RequestedOutput,
+    check_shape,
+    load_object,
+    parameters,
+    quoted_names,
+    requested_outputs,
+    short,
+)
 from sluice.server.codecs.tensors import cast, json_data, json_values
 
 __all__ = [
@@ -41,14 +51,6 @@ Array = npt.NDArray[Any]
 _JSON = {"content-type": "application/json"}
 NUMPY_OPT = orjson.OPT_SERIALIZE_NUMPY
 _NO_TRAILER = memoryview(b"")
-
-
-@dataclass(frozen=True, slots=True)
-class RequestedOutput:
-    """One output the client asked for, and whether it goes back in the binary trailer."""
-
-    name: str
-    binary: bool
 
 
 @dataclass(slots=True)
@@ -95,11 +97,11 @@ def decode_v2(
     if params is None:
         params, binary_output, timeout, priority = {}, False, None, 0
     else:
-        binary_output, timeout, priority = _parameters(params)
+        binary_output, timeout, priority = parameters(params)
     request_id = doc.get("id")
     if request_id is not None and type(request_id) is not str:
         raise BadRequestError("'id' must be a string")
-    outputs = _requested_outputs(doc.get("outputs"), binary_output, output_names)
+    outputs = requested_outputs(doc.get("outputs"), binary_output, output_names)
 
     raw_inputs = doc.get("inputs")
     if type(raw_inputs) is not list or not raw_inputs:
@@ -230,31 +232,6 @@ def encode_v2(
 # -- request side -----------------------------------------------------------------------------------
 
 
-def load_object(data: bytes | memoryview) -> dict[str, Any]:
-    try:
-        doc = orjson.loads(data)
-    except orjson.JSONDecodeError as exc:
-        raise BadRequestError(f"body is not valid JSON: {exc}") from exc
-    if type(doc) is not dict:
-        raise BadRequestError("body must be a JSON object")
-    return doc
-
-
-def _parameters(params: Any) -> tuple[bool, int | None, int]:
-    if type(params) is not dict:
-        raise BadRequestError("'parameters' must be an object")
-    binary_output = params.get("binary_data_output", False)
-    if type(binary_output) is not bool:
-        raise BadRequestError("parameter 'binary_data_output' must be true or false")
-    timeout = params.get("timeout")
-    if timeout is not None and (type(timeout) is not int or timeout < 0):
-        raise BadRequestError(f"parameter 'timeout' must be a non-negative integer (µs), got {timeout!r}")
-    priority = params.get("priority", 0)
-    if type(priority) is not int or priority < 0:
-        raise BadRequestError(f"parameter 'priority' must be a non-negative integer, got {priority!r}")
-    return binary_output, timeout, priority
-
-
 def _parse_input(
     item: Any, specs: dict[str, TensorSpec], max_elements: int
 ) -> tuple[TensorSpec, str, tuple[int, ...], int, Any, int | None]:
@@ -277,7 +254,7 @@ def _parse_input(
     for d in raw_shape:
         if type(d) is not int or d < 0:
             raise BadRequestError(
-                f"input {name!r}: shape must be a list of non-negative integers, got {_short(raw_shape)}",
+                f"input {name!r}: shape must be a list of non-negative integers, got {short(raw_shape)}",
                 details={"input": name},
             )
         largest = max(largest, d)
@@ -286,7 +263,7 @@ def _parse_input(
     # A huge dim beside a zero dim has a small product but is still nonsense worth refusing early.
     if count > max_elements or largest > max_elements:
         raise BodyTooLargeError(
-            f"input {name!r}: shape {_short(raw_shape)} exceeds the limit of {max_elements} elements",
+            f"input {name!r}: shape {short(raw_shape)} exceeds the limit of {max_elements} elements",
             details={"input": name, "max_elements": max_elements},
         )
     spec = specs.get(name)
@@ -316,7 +293,7 @@ def _parse_input(
         size = params.get("binary_data_size")
         if size is not None and (type(size) is not int or size < 0):
             raise BadRequestError(
-                f"input {name!r}: binary_data_size must be a non-negative integer, got {_short(size)}",
+                f"input {name!r}: binary_data_size must be a non-negative integer, got {short(size)}",
                 details={"input": name},
             )
     data = item.get("data")
@@ -336,15 +313,6 @@ def _parse_input(
             f"input {name!r} needs 'data' as a list or parameters.binary_data_size", details={"input": name}
         )
     return spec, datatype, shape, count, data, size
-
-
-def check_shape(name: str, shape: tuple[int, ...], spec: TensorSpec) -> None:
-    expected = spec.shape
-    if len(shape) != len(expected) or any(e >= 0 and d != e for d, e in zip(shape, expected, strict=True)):
-        raise InvalidInputError(
-            f"input {name!r}: shape {list(shape)} does not fit the model's {list(expected)} (-1 = any)",
-            details={"input": name, "expected": list(expected), "got": list(shape)},
-        )
 
 
 def _decode_raw(
@@ -375,47 +343,3 @@ def _decode_raw(
         raise BodyTooLargeError(f"input {spec.name!r}: raw body exceeds the limit of {max_elements} elements")
     arr = cast(spec.name, read_fixed(memoryview(body), spec.datatype, shape), spec.datatype, allow_nan)
     return InferRequest(inputs={spec.name: arr}, rows=rows)
-
-
-def _requested_outputs(
-    raw: Any, binary_default: bool, output_names: Sequence[str] | None
-) -> list[RequestedOutput] | None:
-    if raw is None:
-        return None
-    if type(raw) is not list:
-        raise BadRequestError("'outputs' must be a list")
-    if not raw:
-        return None
-    result: list[RequestedOutput] = []
-    seen: set[str] = set()
-    for item in raw:
-        if type(item) is not dict or type(item.get("name")) is not str:
-            raise BadRequestError("each requested output must be an object with a 'name'")
-        name = item["name"]
-        if name in seen:
-            raise BadRequestError(f"output {name!r} is requested more than once")
-        seen.add(name)
-        if output_names is not None and name not in output_names:
-            raise InvalidInputError(
-                f"unknown output {name!r}; model has outputs: {', '.join(map(repr, output_names))}",
-                details={"output": name, "expected": list(output_names)},
-            )
-        binary = binary_default
-        params = item.get("parameters")
-        if params is not None:
-            flag = params.get("binary_data") if type(params) is dict else None
-            if type(params) is not dict or (flag is not None and type(flag) is not bool):
-                raise BadRequestError(f"output {name!r}: parameters.binary_data must be true or false")
-            if flag is not None:
-                binary = flag
-        result.append(RequestedOutput(name, binary))
-    return result
-
-
-def quoted_names(specs: Any) -> str:
-    return ", ".join(repr(s.name) for s in specs)
-
-
-def _short(value: Any, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,6 +1,6 @@
-"""Traffic: the rollouts file applied to a running gateway (routing, shadows, rollout controllers).
+"""The rollouts file applied to a running gateway: routing policies, shadows, rollout controllers.
 
-One ``Traffic`` per gateway. It loads the rollouts file (validated whole against the repository; a bad
+One ``RolloutManager`` per gateway. It loads the rollouts file (validated whole against the repository; a bad
 file on reload is rejected with a log line and ``sluice_rollout_config_rejected_total``, and the previous
 routing stays), keeps per-version gate windows fed by routed traffic, drives each model's controller from
 a lifespan task, persists state and events, and exports weights, phases and gate results.
@@ -10,35 +10,36 @@ goes to the stable version and a rollout waits before its first step.
 With several workers (``workers > 1``) the rollouts have one owner: the worker holding an exclusive
 ``flock`` on ``<state_dir>/controller.lock``. Only it evaluates gates and advances steps; the others
 (followers) rebuild their controllers from the state file whenever it changes and route with those
-weights, and retry the lock every ``CLAIM_S`` so a dead owner is replaced. An admin action answered by a
-follower is applied there and written to the state file, which the owner then reads back.
+weights, and retry the lock (``sluice.server.rollouts.ownership``) so a dead owner is replaced. An admin
+action answered by a follower is applied there and written to the state file, which the owner then reads
+back.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import hashlib
 import logging
 import os
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from sluice.converters.artifact.errors import ConfigError, NotFoundError
 from sluice.monitoring.metrics import Metrics
 from sluice.server.registry import ModelRegistry, ModelVersion
-from sluice.server.rollouts.controller import ACTIVE, Phase, RolloutController
+from sluice.server.rollouts.controller import Phase, RolloutController
 from sluice.server.rollouts.gates import Analyzer, DriftSource, GateWindow
+from sluice.server.rollouts.ownership import OwnerLock
+from sluice.server.rollouts.plan import Plan, policy_of
 from sluice.server.rollouts.prometheus import PrometheusFigures
 from sluice.server.rollouts.shadowing import Mirror, OnPair
-from sluice.server.rollouts.spec import ModelRollouts, RolloutFile, Shadow, read_rollouts
+from sluice.server.rollouts.spec import RolloutFile, Shadow, read_rollouts
 from sluice.server.rollouts.store import RolloutStore
-from sluice.server.routing import Policy, Routing, Split
+from sluice.server.routing import Routing
 from sluice.server.settings import Settings
 
 log = logging.getLogger("sluice.rollout")
@@ -46,33 +47,6 @@ log = logging.getLogger("sluice.rollout")
 #: Route reasons that are not a random sample of users: left out of gate statistics.
 UNSAMPLED = frozenset({"explicit", "label", "override"})
 TICK_S = 0.05
-#: How often a follower worker retries the rollout owner's lock.
-CLAIM_S = 1.0
-LOCK_FILE = "controller.lock"
-
-
-@dataclass
-class Plan:
-    """What the file says about one model, and the live objects built from it."""
-
-    entry: ModelRollouts
-    policy: Policy | None = None
-    weights: dict[int, float] = field(default_factory=dict)
-    mirrors: list[Mirror] = field(default_factory=list)
-    rollout_mirror: Mirror | None = None
-    controller: RolloutController | None = None
-    figures: PrometheusFigures | None = None
-    waiting: str = ""
-    last_eval: float = -float("inf")
-
-    @property
-    def stable(self) -> int | None:
-        spec = self.entry.rollout
-        if spec is not None:
-            done = self.controller is not None and self.controller.phase is Phase.SUCCEEDED
-            return spec.candidate if done else spec.stable
-        weights = self.entry.traffic.weights if self.entry.traffic else {}
-        return max(weights, key=lambda v: (weights[v], -v)) if weights else None
 
 
 class RolloutManager:
@@ -112,8 +86,7 @@ class RolloutManager:
         # Several workers: only the lock holder (the owner) drives rollouts; one process owns them alone.
         self.shared = settings.workers > 1
         self.owner = not self.shared
-        self._lock_fd: int | None = None
-        self._next_claim = -float("inf")
+        self._lock = OwnerLock(self.store.directory)
         self._seen_state: tuple[int, int] | None = None
 
     # ----- lifecycle -----------------------------------------------------------------------------
@@ -141,30 +114,19 @@ class RolloutManager:
         for plan in self.plans.values():
             if plan.controller is not None and self.owner:
                 self._save(plan.controller.model, plan.controller.snapshot())
-        if self._lock_fd is not None:
-            os.close(self._lock_fd)  # releases the lock: another worker takes over
-            self._lock_fd = None
+        if self._lock.held:
+            self._lock.release()
             self.owner = False
 
     # ----- one owner among workers ---------------------------------------------------------------
 
     def _claim(self) -> None:
-        """Try to become the owner: an exclusive, non-blocking ``flock`` (released when this process dies)."""
-        now = time.monotonic()
-        if self.owner or now < self._next_claim:
+        """Become the owner if the lock is free (see ``sluice.server.rollouts.ownership``)."""
+        if self.owner or not self._lock.try_acquire():
             return
-        self._next_claim = now + CLAIM_S
-        self.store.directory.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.store.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            return
-        self._lock_fd = fd
         self._follow(force=True)  # carry on from the previous owner's last decisions
         self.owner = True
-        log.info("worker %d owns the rollouts (%s)", os.getpid(), self.store.directory / LOCK_FILE)
+        log.info("worker %d owns the rollouts (%s)", os.getpid(), self._lock.path)
 
     def _follow(self, *, force: bool = False) -> None:
         """Rebuild the controllers from the state file when another worker has rewritten it."""
@@ -369,35 +331,10 @@ class RolloutManager:
         True when the policy changed (``tick`` then publishes the new table once).
         """
         entry, controller = plan.entry, plan.controller
-        traffic = entry.traffic
-        weights = dict(traffic.weights) if traffic is not None else {}
-        if entry.rollout is not None and (not weights or controller is not None):
-            stable, candidate = entry.rollout.stable, entry.rollout.candidate
-            share = controller.weight if controller is not None else 0.0
-            if controller is None or (
-                controller.phase not in ACTIVE and controller.phase is not Phase.SUCCEEDED
-            ):
-                weights = weights or {stable: 100.0}
-            else:
-                weights = {stable: 100.0 - share, candidate: share}
-        labels = dict(entry.labels)
-        if plan.stable is not None:
-            labels["stable"] = plan.stable
-        if entry.rollout is not None:
-            labels["canary"] = entry.rollout.candidate
-        changed = weights != plan.weights or plan.policy is None or plan.policy.labels != labels
+        weights, policy = policy_of(plan)
+        changed = weights != plan.weights or policy != plan.policy
         if changed:
-            plan.weights = weights
-            override = traffic.override if traffic is not None else None
-            sticky = traffic.sticky if traffic is not None else None
-            plan.policy = Policy(
-                split=Split.of(weights, plan.stable if plan.stable in weights else None) if weights else None,
-                labels=labels,
-                override_header=override.header.lower() if override else None,
-                allow=frozenset(override.allow) if override else frozenset(),
-                sticky=sticky.source() if sticky else None,
-                salt=sticky.salt if sticky else "",
-            )
+            plan.weights, plan.policy = weights, policy
             for version in {v for v in self._ready(model)} | set(weights):
                 self.metrics.child(self.metrics.rollout_weight, model, str(version)).set(
                     weights.get(version, 0)

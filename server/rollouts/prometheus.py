@@ -30,6 +30,7 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
+from sluice.converters.artifact.errors import PrometheusError
 from sluice.server.rollouts.gates import Stats
 from sluice.server.rollouts.spec import RolloutSpec
 
@@ -40,10 +41,6 @@ SOURCE = "prometheus"
 
 #: ``query(url, promql, timeout_s)`` -> the ``data.result`` vector; raises ``PrometheusError``.
 Query = Callable[[str, str, float], list[dict[str, Any]]]
-
-
-class PrometheusError(Exception):
-    """Prometheus could not be asked or answered something unusable."""
 
 
 def http_query(url: str, promql: str, timeout_s: float) -> list[dict[str, Any]]:

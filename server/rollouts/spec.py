@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
 
-from sluice.converters.artifact.errors import ConfigError
+from sluice.converters.artifact.errors import ConfigError, RolloutConfigError
 from sluice.server.settings import read_yaml
 
 GATE_METRICS = ("error_rate", "latency_p99_ms", "drift", "shadow_disagreement")
@@ -31,14 +31,6 @@ _THRESHOLDS = {
     "drift": ("max_alarms",),
     "shadow_disagreement": ("max",),
 }
-
-
-class RolloutConfigError(ConfigError):
-    """A rollouts file that cannot apply; ``problems`` lists every reason, one message each."""
-
-    def __init__(self, source: str, problems: list[str]) -> None:
-        super().__init__(f"{source}: " + "; ".join(problems), details={"problems": problems})
-        self.problems = problems
 
 
 def parse_duration(value: Any) -> float:
