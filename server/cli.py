@@ -189,10 +189,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser(
         "convert",
-        help="convert a fitted scikit-learn model to ONNX into a repository",
-        description="Convert a fitted scikit-learn model (joblib/pickle file) to ONNX, check parity on a "
-        "sample, and write it as the next version of NAME. Loading a pickle executes code: only convert "
-        "files you trust. The gateway itself never unpickles anything.",
+        help="convert a scikit-learn model, a LightGBM/XGBoost booster or an .onnx file into a repository",
+        description="Convert a fitted scikit-learn model (joblib/pickle file) or a LightGBM/XGBoost booster "
+        "file to ONNX, check parity on a sample, and write it as the next version of NAME; or import an "
+        ".onnx file. Loading a pickle executes code: only convert files you trust. The gateway itself "
+        "never unpickles anything.",
     )
     add_arguments(p)
     p.set_defaults(func=run)

@@ -94,7 +94,10 @@ def test_serve_answers_and_sigterm_drains_in_flight_requests(repository: Path) -
 def refused_start(*args: str) -> subprocess.CompletedProcess[str]:
     """``sluice serve ARGS``, which must refuse to start with exit status 2."""
     proc = subprocess.run(
-        [sys.executable, "-m", "sluice.server.cli", "serve", *args], capture_output=True, text=True, timeout=60
+        [sys.executable, "-m", "sluice.server.cli", "serve", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert proc.returncode == 2, proc.stderr
     return proc

@@ -12,13 +12,6 @@ import orjson
 import pytest
 from tritonclient.http import InferenceServerClient, InferInput, InferRequestedOutput
 
-from sluice.server.codecs.v2 import (
-    InferRequest,
-    RequestedOutput,
-    decode_v2,
-    decompress,
-    encode_v2,
-)
 from sluice.converters.artifact.datatypes import NUMPY_DTYPES
 from sluice.converters.artifact.errors import (
     BadRequestError,
@@ -30,6 +23,13 @@ from sluice.converters.artifact.errors import (
 )
 from sluice.converters.artifact.manifest import TensorSpec
 from sluice.server.codecs.v1 import decode_v1, encode_v1
+from sluice.server.codecs.v2 import (
+    InferRequest,
+    RequestedOutput,
+    decode_v2,
+    decompress,
+    encode_v2,
+)
 
 FIXED = [
     "BOOL",
