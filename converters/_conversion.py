@@ -16,7 +16,8 @@ from sluice.converters.artifact.errors import ConversionError
 from sluice.converters.artifact.manifest import Manifest
 
 from . import _onnx, _repository
-from ._framework import FrameworkModel, adapt, short_cause
+from ._adapters import adapt
+from ._framework import FrameworkModel, short_cause
 from ._parity import ParityReport, Tolerance, compare
 from ._profile import build_profile
 from ._sample import CATEGORICAL, Sample, load

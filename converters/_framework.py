@@ -1,8 +1,8 @@
 """The framework adapter: what ``convert`` needs from a fitted model, whichever library trained it.
 
 ``convert`` never asks which library a model comes from; it asks a ``FrameworkModel`` for the task, the
-class labels, the feature names, predictions on the sample, and an ONNX graph. ``adapt`` picks the
-adapter from the object it is given:
+class labels, the feature names, predictions on the sample, and an ONNX graph. ``_adapters.adapt`` picks
+the adapter from the object it is given:
 
     scikit-learn estimator or Pipeline   ``SklearnModel`` (``_sklearn``; LightGBM / XGBoost
                                           sklearn-API wrappers included, alone or in a Pipeline)
@@ -99,29 +99,6 @@ class FrameworkModel(Protocol):
     def synthetic_sample(self) -> tuple[np.ndarray | None, str]:
         """(rows good enough for a parity check, how they were drawn), or (None, why there are none)."""
         ...
-
-
-def adapt(model: Any) -> FrameworkModel:
-    """The adapter for ``model``; ``ConversionError`` (from the scikit-learn adapter) if none fits.
-
-    Boosters are recognised by their class's module and name, so neither lightgbm nor xgboost is
-    imported for a model that comes from elsewhere.
-    """
-    if isinstance(model, FrameworkModel):
-        return model
-    cls = type(model)
-    package = cls.__module__.partition(".")[0]
-    if package == "lightgbm" and cls.__name__ == "Booster":
-        from ._lightgbm import LightGBMBooster
-
-        return LightGBMBooster(model)
-    if package == "xgboost" and cls.__name__ == "Booster":
-        from ._xgboost import XGBoostBooster
-
-        return XGBoostBooster(model)
-    from ._sklearn import SklearnModel
-
-    return SklearnModel(model)
 
 
 def short_cause(exc: BaseException) -> str:

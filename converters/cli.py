@@ -24,7 +24,8 @@ import numpy as np
 from sluice.converters.artifact.errors import ConversionError
 
 from . import ConversionResult, Tolerance, convert, import_onnx
-from ._framework import FrameworkModel, adapt, short_cause
+from ._adapters import adapt
+from ._framework import FrameworkModel, short_cause
 from ._model_file import FRAMEWORKS, detect, load
 
 EXIT_OK = 0
