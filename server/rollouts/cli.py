@@ -162,5 +162,5 @@ def add_rollout_commands(commands: Any) -> None:
         p = online(action, f"{action} a model's rollout")
         p.add_argument("model")
         if action == "promote":
-            p.add_argument("--full", action="store_true", help="skip the remaining steps: 100 % now")
+            p.add_argument("--full", action="store_true", help="skip the remaining steps: 100 %% now")
         p.set_defaults(func=_cmd_action, action=action)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
 
-from sluice.server.cli import main
+from sluice.server.cli import build_parser, main
 
 FILE = """
 models:
@@ -58,3 +59,28 @@ def test_online_commands_need_the_token(
     monkeypatch.delenv("SLUICE_ADMIN_TOKEN", raising=False)
     assert main(["rollout", "status", "--url", "http://127.0.0.1:9"]) == 2
     assert "SLUICE_ADMIN_TOKEN" in capsys.readouterr().err
+
+
+def _commands(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()) -> list[tuple[str, ...]]:
+    """Every command path of ``parser`` (``("rollout", "promote")``...), found by walking its subparsers."""
+    found = [prefix]
+    for action in parser._actions:  # argparse offers no public walk of its subcommands
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                found += _commands(sub, (*prefix, name))
+    return found
+
+
+def test_every_subcommand_prints_its_help(capsys: pytest.CaptureFixture[str]) -> None:
+    commands = _commands(build_parser())
+    assert ("rollout", "promote") in commands and ("convert",) in commands
+    for command in commands:
+        with pytest.raises(SystemExit) as exited:
+            main([*command, "--help"])
+        assert exited.value.code == 0, command
+        out = capsys.readouterr().out
+        assert out.startswith("usage: sluice"), command
+    main_help = ["rollout", "promote", "--help"]
+    with pytest.raises(SystemExit):
+        main(main_help)
+    assert "skip the remaining steps: 100 % now" in capsys.readouterr().out
