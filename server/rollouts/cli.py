@@ -122,10 +122,61 @@ def _call(args: argparse.Namespace, method: str, path: str) -> Any:
         raise ConfigError(f"cannot reach {args.url}: {exc.reason}") from exc
 
 
+def _percent(value: Any) -> str:
+    return f"{float(value):g} %"
+
+
+def summarize(body: dict[str, Any], *, events: int = 5) -> list[str]:
+    """A few lines a person reads: per model its phase, step, weights, last gate verdicts and what it
+    waits for, then the latest events. ``--json`` prints the whole body instead."""
+    lines: list[str] = []
+    for name, model in body.get("models", {}).items():
+        split = sorted(model.get("weights", {}).items(), key=lambda vw: int(vw[0]))
+        weights = ", ".join(f"{v}: {_percent(w)}" for v, w in split)
+        rollout = model.get("rollout")
+        if rollout is None:
+            head = f"{name}: no rollout" + (f" (waiting: {model['waiting']})" if model.get("waiting") else "")
+            lines.append(head)
+        else:
+            step = f"step {rollout['step'] + 1} of {rollout['steps']}"
+            if rollout.get("shadow_percent"):
+                step += f" (shadow {_percent(rollout['shadow_percent'])})"
+            lines.append(
+                f"{name}: {rollout['phase']}, {step}, {rollout['candidate']} over {rollout['stable']}; "
+                f"{_human(round(float(rollout.get('step_elapsed_s', 0))))} in this step, "
+                f"{rollout['failures']} failed evaluation(s)"
+            )
+            if rollout.get("reason"):
+                lines.append(f"  reason: {rollout['reason']}")
+        lines.append(f"  weights: {weights or 'registry default'}")
+        for shadow in model.get("shadows", []):
+            if shadow.get("percent"):
+                lines.append(f"  shadow: {shadow['version']} at {_percent(shadow['percent'])}")
+        if rollout is not None and rollout.get("gates"):
+            lines.append(f"  gates (last evaluation: {rollout.get('verdict') or 'none yet'}):")
+            for gate in rollout["gates"]:
+                dry = " (dry run)" if gate.get("dry_run") else ""
+                lines.append(f"    {gate['metric']}: {gate['verdict']}{dry}, {gate['detail']}")
+        if model.get("waiting_for"):
+            lines.append(f"  waiting for: {model['waiting_for']}")
+    recent = body.get("events", [])[-events:]
+    if recent:
+        lines.append("recent events:")
+        for event in recent:
+            lines.append(
+                f"  {event.get('ts', '')} {event.get('model')} {event.get('event')} "
+                f"step {event.get('step')}: {event.get('reason')}"
+            )
+    return lines or ["no models in the rollouts file"]
+
+
 def _cmd_status(args: argparse.Namespace) -> int:
     body = _call(args, "GET", "/v2/rollouts" + (f"/{args.model}" if args.model else ""))
-    json.dump(body, sys.stdout, indent=2)
-    print()
+    if args.json:
+        json.dump(body, sys.stdout, indent=2)
+        print()
+    else:
+        print("\n".join(summarize(body)))
     return 0
 
 
@@ -157,6 +208,7 @@ def add_rollout_commands(commands: Any) -> None:
 
     p = online("status", "show routing, rollouts and recent events of a running gateway")
     p.add_argument("model", nargs="?")
+    p.add_argument("--json", action="store_true", help="print the admin API's whole JSON body")
     p.set_defaults(func=_cmd_status)
     for action in ACTIONS:
         p = online(action, f"{action} a model's rollout")

@@ -136,6 +136,10 @@ def test_a_restart_mid_rollout_resumes_the_same_step_and_the_cli_drives_it(
     assert sluice(["rollout", "promote", "clf", "--full", "--url", second.url]) == 0
     assert "clf: succeeded" in capsys.readouterr().out.splitlines()[-1]
     assert sluice(["rollout", "status", "clf", "--url", second.url]) == 0
+    summary = capsys.readouterr().out.splitlines()
+    assert summary[0].startswith("clf: succeeded, step 3 of 3, 2 over 1;")
+    assert "  weights: 1: 0 %, 2: 100 %" in summary and len(summary) < 20
+    assert sluice(["rollout", "status", "clf", "--json", "--url", second.url]) == 0
     assert json.loads(capsys.readouterr().out)["models"]["clf"]["weights"] == {"2": 100.0, "1": 0.0}
     # A restart with the same file and artifacts never reruns the finished rollout.
     second.__exit__(None, None, None)

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from sluice.server.cli import build_parser, main
+from sluice.server.rollouts.cli import summarize
 
 FILE = """
 models:
@@ -84,3 +85,54 @@ def test_every_subcommand_prints_its_help(capsys: pytest.CaptureFixture[str]) ->
     with pytest.raises(SystemExit):
         main(main_help)
     assert "skip the remaining steps: 100 % now" in capsys.readouterr().out
+
+
+def test_status_summary_says_phase_step_weights_gates_and_what_it_waits_for() -> None:
+    body = {
+        "models": {
+            "churn": {
+                "weights": {"7": 75.0, "8": 25.0},
+                "shadows": [{"version": 9, "percent": 10.0, "in_flight": 0}],
+                "waiting_for": "shadow_disagreement (12 of 200 shadow comparisons) for 6m",
+                "rollout": {
+                    "phase": "progressing",
+                    "step": 1,
+                    "steps": 3,
+                    "stable": 7,
+                    "candidate": 8,
+                    "shadow_percent": 0.0,
+                    "step_elapsed_s": 192.0,
+                    "failures": 1,
+                    "reason": "",
+                    "verdict": "insufficient",
+                    "gates": [
+                        {
+                            "metric": "error_rate",
+                            "verdict": "pass",
+                            "detail": "error rate 0.001",
+                            "dry_run": False,
+                        },
+                    ],
+                },
+            },
+        },
+        "events": [
+            {
+                "ts": "2026-12-02T19:00:00.000+00:00",
+                "model": "churn",
+                "event": "step",
+                "step": 1,
+                "reason": "step 0 held 600s with passing gates",
+            }
+        ],
+    }
+    assert summarize(body) == [
+        "churn: progressing, step 2 of 3, 8 over 7; 3.2m in this step, 1 failed evaluation(s)",
+        "  weights: 7: 75 %, 8: 25 %",
+        "  shadow: 9 at 10 %",
+        "  gates (last evaluation: insufficient):",
+        "    error_rate: pass, error rate 0.001",
+        "  waiting for: shadow_disagreement (12 of 200 shadow comparisons) for 6m",
+        "recent events:",
+        "  2026-12-02T19:00:00.000+00:00 churn step step 1: step 0 held 600s with passing gates",
+    ]
