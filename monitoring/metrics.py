@@ -207,6 +207,35 @@ class Metrics:
             "Rollouts files rejected on load or reload (the previous routing stayed).",
             registry=r,
         )
+        self.rollout_waiting = Gauge(
+            "sluice_rollout_waiting_seconds",
+            "How long a rollout has been held by a gate that stays insufficient (0 when not waiting); "
+            "past analysis.insufficient_after the status and an event say 'waiting for ...'.",
+            ["model", "gate"],
+            registry=r,
+            multiprocess_mode="livemostrecent",  # as the weight
+        )
+        self.rollout_leader = Gauge(
+            "sluice_rollout_leader",
+            "1 while this process leads the rollouts (holds the controller lock or the store's lease).",
+            registry=r,
+            multiprocess_mode="livesum",
+        )
+        self.rollout_store_up = Gauge(
+            "sluice_rollout_store_up",
+            "1 while the shared rollout store (rollout_store) answers; 0 while it cannot be reached "
+            "(routing stays as it was, no step moves).",
+            registry=r,
+            multiprocess_mode="livemin",
+        )
+        self.shadow_score = Histogram(
+            "sluice_shadow_score_difference",
+            "Per row, |shadow - primary| of the compared score: a classifier's probability of the primary's "
+            "decision, or a regressor's output divided by its reference spread.",
+            ["model", "version"],
+            buckets=(1e-6, 1e-4, 1e-3, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0, 2.0),
+            registry=r,
+        )
         self.shadow_requests = Counter(
             "sluice_shadow_requests",
             "Mirrored requests by outcome (ok, error, timeout, dropped).",

@@ -26,6 +26,7 @@ from sluice.server.http.rollouts import RolloutEndpoints
 from sluice.server.http.routes import Endpoints
 from sluice.server.registry import ModelRegistry, ModelVersion
 from sluice.server.rollouts.manager import RolloutManager
+from sluice.server.rollouts.store import open_store
 from sluice.server.routing import Routing
 from sluice.server.service import InferenceService
 from sluice.server.settings import WORKER_SETTINGS_ENV, Settings, settings_from_json
@@ -73,6 +74,7 @@ class Gateway:
             self.metrics,
             drift=self.monitor,
             on_pair=self.monitor.observe_pair if self.monitor is not None else None,
+            store=open_store(settings),  # the local state file, or Redis shared by every replica
         )
         self.service = InferenceService(
             settings, self.registry, self.routing, self.rollouts, self.metrics, self.monitor

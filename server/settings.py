@@ -174,10 +174,20 @@ class Settings(BaseSettings):
         description="The rollouts file (routing, shadows, progressive rollouts; see docs/rollouts.md), "
         "watched and re-applied when it changes.",
     )
-    state_dir: Path = Field(
-        Path(".sluice"),
-        description="Where rollout state and the rollout events log are kept (used with a rollouts file).",
+    state_dir: Path | None = Field(
+        None,
+        description="Where rollout state, the rollout events log and the workers' controller lock are kept "
+        "(used with a rollouts file); none: `.sluice/` next to the rollouts file, never the working "
+        "directory. Set it where the rollouts file's folder is read-only (a ConfigMap).",
     )
+    rollout_store: str | None = Field(
+        None,
+        pattern=r"^(redis|rediss|unix)://",
+        description="Where replicas share rollout state, events and leadership: a `redis://HOST:PORT/DB` "
+        "URL (every replica of one fleet names the same one; docs/rollouts.md, One rollout across "
+        "replicas); none: the local state file in `state_dir` (one machine).",
+    )
+
 
     @classmethod
     def settings_customise_sources(

@@ -9,6 +9,11 @@ candidate's weight and shadow to 0 at once (Failed; not retried until ``retry``)
 After the last step ``promote: auto`` succeeds, ``manual`` waits for a promote. Every transition is
 emitted as an event carrying the gate results that caused it. The controller does no I/O: the caller
 persists ``snapshot()`` and the events.
+
+No gate holds a rollout silently: while evaluations are held by gates that stay ``insufficient`` for
+``analysis.insufficient_after``, ``waiting_for`` names them (status, a ``waiting`` event, a metric). Gates
+that need pairs (``shadow_disagreement``) keep being fed in weight steps: ``mirror_percent`` mirrors a
+sample of the stable's requests to the candidate (``rollout.shadow.percent``, else ``PAIRS_PERCENT``).
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from enum import StrEnum
 from typing import Any
 
 from sluice.converters.artifact.errors import BadRequestError
-from sluice.server.rollouts.gates import FAIL, PASS, GateResult, combine
+from sluice.server.rollouts.gates import FAIL, INSUFFICIENT, PASS, GateResult, combine
 from sluice.server.rollouts.spec import RolloutSpec, Step
 
 
@@ -32,6 +37,8 @@ class Phase(StrEnum):
 
 
 ACTIVE = frozenset({Phase.SHADOWING, Phase.PROGRESSING, Phase.PAUSED})
+#: Share of the stable's requests mirrored to the candidate in weight steps when a gate needs pairs.
+PAIRS_PERCENT = 10.0
 
 Event = dict[str, Any]
 
@@ -69,6 +76,9 @@ class RolloutController:
         self.verdict: str | None = None
         self.passed_in_step = False
         self.results: list[GateResult] = []
+        #: Since when evaluations have been held by insufficient gates (None: not held).
+        self.held_since: float | None = None
+        self.waiting_for = ""
         if saved is not None and saved.get("identity") == identity:
             self._restore(saved, now)
 
@@ -97,6 +107,17 @@ class RolloutController:
         if self.phase not in ACTIVE or step is None or step.shadow is None:
             return 0.0
         return step.shadow
+
+    @property
+    def mirror_percent(self) -> float:
+        """Percent of the stable's requests copied to the candidate: the shadow step's, or in a weight
+        step a sample for the gates that need pairs."""
+        if self.shadow_percent > 0:
+            return self.shadow_percent
+        pairs = any(g.metric == "shadow_disagreement" for g in self.spec.gates)
+        if not pairs or self.phase not in ACTIVE or not 0 < self.weight < 100:
+            return 0.0
+        return self.spec.shadow.percent if self.spec.shadow is not None else PAIRS_PERCENT
 
     @property
     def moving(self) -> bool:
@@ -150,6 +171,32 @@ class RolloutController:
             self.passed_in_step = True
         if changed:
             self._event("evaluation", now, verdict)
+        self._held(now, verdict)
+
+    def _held(self, now: float, verdict: str) -> None:
+        """Say, once past ``insufficient_after``, which gates keep the rollout waiting."""
+        if verdict != INSUFFICIENT:
+            self.held_since, self.waiting_for = None, ""
+            return
+        if self.held_since is None:
+            self.held_since = now
+        held = now - self.held_since
+        if held < self.spec.analysis.insufficient_after:
+            return
+        gates = [r for r in self.results if r.verdict == INSUFFICIENT and not r.dry_run]
+        what = "; ".join(f"{r.metric} ({r.detail})" for r in gates)
+        announce = not self.waiting_for
+        self.waiting_for = f"{what} for {held:.0f}s"
+        if announce:
+            self._event("waiting", now, f"waiting for {what} since {held:.0f}s ago")
+
+    @property
+    def waiting_gates(self) -> dict[str, float]:
+        """Seconds each insufficient gate has held the rollout, once it says it is waiting."""
+        if not self.waiting_for or self.held_since is None:
+            return {}
+        held = self._clock() - self.held_since
+        return {r.metric: held for r in self.results if r.verdict == INSUFFICIENT and not r.dry_run}
 
     def _enter(self, index: int, now: float, why: str) -> None:
         self.step = index
@@ -257,6 +304,7 @@ class RolloutController:
             "step_elapsed_s": round(now - self.step_started, 3),
             "verdict": self.verdict,
             "gates": [r.to_json() for r in self.results],
+            "waiting_for": self.waiting_for or None,
         }
 
     def _restore(self, saved: dict[str, Any], now: float) -> None:
@@ -267,6 +315,10 @@ class RolloutController:
         self.reason = saved.get("reason", "")
         self.started = now - float(saved.get("elapsed_s", 0.0))
         self.step_started = now - float(saved.get("step_elapsed_s", 0.0))
+        # What the last evaluation said, so a replica that follows shows it too.
+        self.verdict = saved.get("verdict")
+        self.results = [GateResult(**g) for g in saved.get("gates") or []]
+        self.waiting_for = saved.get("waiting_for") or ""
 
     def _event(self, kind: str, now: float, reason: str, **extra: Any) -> None:
         event: Event = {
@@ -281,6 +333,6 @@ class RolloutController:
             "reason": reason,
             **extra,
         }
-        if kind in ("gate_failed", "evaluation", "rolled_back", "paused", "succeeded", "step"):
+        if kind in ("gate_failed", "evaluation", "rolled_back", "paused", "succeeded", "step", "waiting"):
             event["gates"] = [r.to_json() for r in self.results]
         self._emit(event)

@@ -71,13 +71,17 @@ class GateWindow:
 
     def __init__(self, max_events: int = 100_000) -> None:
         self._requests: deque[tuple[float, bool, float | None]] = deque(maxlen=max_events)
-        self._comparisons: deque[tuple[float, bool]] = deque(maxlen=max_events)
+        self._comparisons: deque[tuple[float, int, int]] = deque(maxlen=max_events)
 
     def record(self, now: float, *, error: bool, latency_s: float | None) -> None:
         self._requests.append((now, error, latency_s))
 
-    def compared(self, now: float, *, agree: bool) -> None:
-        self._comparisons.append((now, agree))
+    def compared(
+        self, now: float, *, agree: bool = True, rows: int = 1, disagreements: int | None = None
+    ) -> None:
+        """One compared request: ``rows`` rows of which ``disagreements`` disagree (all, if not ``agree``)."""
+        bad = disagreements if disagreements is not None else (0 if agree else rows)
+        self._comparisons.append((now, rows, bad))
 
     def clear(self) -> None:
         self._requests.clear()
@@ -91,8 +95,8 @@ class GateWindow:
             requests=len(requests),
             errors=sum(1 for r in requests if r[1]),
             latencies_s=tuple(r[2] for r in requests if r[2] is not None and not r[1]),
-            compared=len(comparisons),
-            disagreements=sum(1 for c in comparisons if not c[1]),
+            compared=sum(c[1] for c in comparisons),
+            disagreements=sum(c[2] for c in comparisons),
         )
 
 
@@ -187,7 +191,7 @@ class Analyzer:
         self,
         model: str,
         spec: RolloutSpec,
-        window_of: Callable[[int], GateWindow],
+        window_of: Callable[[int], GateWindow | FleetWindow],
         drift: DriftSource | None = None,
         *,
         drift_clock: Callable[[float], float] = lambda now: now,
@@ -212,6 +216,53 @@ class Analyzer:
             since = self._drift_clock(now - a.window)
             alarms = self._drift.incidents(self.model, self.spec.candidate, since)
         return [check(g, candidate, stable, a.min_samples, alarms) for g in self.spec.gates]
+
+
+class FleetWindow:
+    """One version's window on this replica plus the windows the other replicas published to the shared
+    store (``RedisStore.fleet``): the gates of the leader judge the whole fleet's traffic."""
+
+    def __init__(self, local: GateWindow, others: Callable[[], list[Stats]]) -> None:
+        self.local = local
+        self._others = others
+
+    def stats(self, now: float, window_s: float) -> Stats:
+        return merged(self.local.stats(now, window_s), self._others())
+
+
+def merged(local: Stats, others: list[Stats]) -> Stats:
+    """One window over the whole fleet: counts summed, p99 from every replica's latencies, each weighted
+    by how many requests its sample stands for.
+
+    >>> a = Stats(requests=2, errors=1, latencies_s=(0.1,))
+    >>> m = merged(a, [Stats(requests=3, latencies_s=(0.2, 0.3), latency_samples=3)])
+    >>> m.requests, m.errors, m.latency_count
+    (5, 1, 4)
+    """
+    if not others:
+        return local
+    parts = [local, *others]
+    values, weights = [], []
+    for part in parts:
+        sample = np.asarray(part.latencies_s, dtype=np.float64)
+        if sample.size:
+            values.append(sample)
+            weights.append(np.full(sample.size, part.latency_count / sample.size))
+    p99 = None
+    if values:
+        v, w = np.concatenate(values), np.concatenate(weights)
+        order = np.argsort(v)
+        cumulative = np.cumsum(w[order])
+        p99 = float(v[order][np.searchsorted(cumulative, 0.99 * cumulative[-1])])
+    return Stats(
+        requests=sum(p.requests for p in parts),
+        errors=sum(p.errors for p in parts),
+        compared=sum(p.compared for p in parts),
+        disagreements=sum(p.disagreements for p in parts),
+        p99_s=p99,
+        latency_samples=sum(p.latency_count for p in parts),
+        source="fleet",
+    )
 
 
 def _merged(external: Stats, local: Stats) -> Stats:

@@ -1,18 +1,15 @@
 """The rollouts file applied to a running gateway: routing policies, shadows, rollout controllers.
 
-One ``RolloutManager`` per gateway. It loads the rollouts file (validated whole against the repository; a bad
-file on reload is rejected with a log line and ``sluice_rollout_config_rejected_total``, and the previous
-routing stays), keeps per-version gate windows fed by routed traffic, drives each model's controller from
-a lifespan task, persists state and events, and exports weights, phases and gate results.
-A version gets traffic only once it is READY (loaded and warmed by the registry): until then its share
-goes to the stable version and a rollout waits before its first step.
+It loads the rollouts file (validated whole against the repository; a bad file on reload is rejected with
+a log line and ``sluice_rollout_config_rejected_total``, the previous routing stays), keeps per-version gate
+windows fed by routed traffic, drives each model's controller from a lifespan task, persists state and
+events, and exports weights, phases and gate results. A version gets traffic only once it is READY.
 
-With several workers (``workers > 1``) the rollouts have one owner: the worker holding an exclusive
-``flock`` on ``<state_dir>/controller.lock``. Only it evaluates gates and advances steps; the others
-(followers) rebuild their controllers from the state file whenever it changes and route with those
-weights, and retry the lock (``sluice.server.rollouts.ownership``) so a dead owner is replaced. An admin
-action answered by a follower is applied there and written to the state file, which the owner then reads
-back.
+A shared store (several workers on one state file, or replicas on one Redis) gives the rollouts one
+leader: the holder of ``store.lease`` (a ``flock``, or Redis's expiring lease). Only it evaluates gates and
+advances steps; followers rebuild their controllers whenever the stored state changes and keep trying the
+lease; a leader that loses it follows at once. An admin action answered by a follower is stored and the
+leader reads it back. With Redis the leader's gates read the whole fleet's windows (``FleetWindow``).
 """
 
 from __future__ import annotations
@@ -29,16 +26,24 @@ from pathlib import Path
 from typing import Any
 
 from sluice.converters.artifact.errors import ConfigError, NotFoundError
+from sluice.converters.artifact.manifest import Manifest
 from sluice.monitoring.metrics import Metrics
 from sluice.server.registry import ModelRegistry, ModelVersion
+from sluice.server.rollouts.comparison import judge_for
 from sluice.server.rollouts.controller import Phase, RolloutController
-from sluice.server.rollouts.gates import Analyzer, DriftSource, GateWindow
-from sluice.server.rollouts.ownership import OwnerLock
+from sluice.server.rollouts.exported import (
+    export_evaluation,
+    export_progress,
+    export_weights,
+    publish_windows,
+    status_body,
+)
+from sluice.server.rollouts.gates import Analyzer, DriftSource, FleetWindow, GateWindow
 from sluice.server.rollouts.plan import Plan, policy_of
 from sluice.server.rollouts.prometheus import PrometheusFigures
 from sluice.server.rollouts.shadowing import Mirror, OnPair
 from sluice.server.rollouts.spec import RolloutFile, Shadow, read_rollouts
-from sluice.server.rollouts.store import RolloutStore
+from sluice.server.rollouts.store import StateStore
 from sluice.server.routing import Routing
 from sluice.server.settings import Settings
 
@@ -65,11 +70,12 @@ class RolloutManager:
         *,
         drift: DriftSource | None,
         on_pair: OnPair | None,
+        store: StateStore,
         clock: Callable[[], float] = time.monotonic,
         random_source: Callable[[], float] = random.random,
     ) -> None:
         self.path = settings.rollout_file
-        self.store = RolloutStore(settings.state_dir)
+        self.store = store
         self.registry = registry
         self.routing = routing
         self.metrics = metrics
@@ -83,11 +89,11 @@ class RolloutManager:
         self._digests: dict[tuple[Path, int], str] = {}
         self._fingerprint: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
-        # Several workers: only the lock holder (the owner) drives rollouts; one process owns them alone.
-        self.shared = settings.workers > 1
+        # A shared store: only the lease holder (the owner) drives rollouts; one process owns them alone.
+        self.shared = store.shared
         self.owner = not self.shared
-        self._lock = OwnerLock(self.store.directory)
-        self._seen_state: tuple[int, int] | None = None
+        self._lock = store.lease
+        self._seen_state: object = None
 
     # ----- lifecycle -----------------------------------------------------------------------------
 
@@ -97,8 +103,10 @@ class RolloutManager:
             return
         self._fingerprint = self._stat()
         if self.shared:
+            await self.store.sync()  # a replica that (re)starts joins the stored rollout at its step
             self._claim()
             self._seen_state = self.store.stat()
+        self.metrics.rollout_leader.set(self.owner)
         self.apply(self._read())
         self.tick()
         self._task = asyncio.create_task(self._loop(), name="sluice-rollouts")
@@ -109,38 +117,46 @@ class RolloutManager:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         for plan in self.plans.values():
-            for mirror in plan.mirrors:
+            for mirror in [*plan.mirrors, *([plan.rollout_mirror] if plan.rollout_mirror else [])]:
                 await mirror.stop()
-        for plan in self.plans.values():
             if plan.controller is not None and self.owner:
                 self._save(plan.controller.model, plan.controller.snapshot())
-        if self._lock.held:
-            self._lock.release()
-            self.owner = False
+        await self.store.close()  # flushes what is queued and hands the lease back
+        self.owner = False
+        self.metrics.rollout_leader.set(0)
 
     # ----- one owner among workers ---------------------------------------------------------------
 
     def _claim(self) -> None:
-        """Become the owner if the lock is free (see ``sluice.server.rollouts.ownership``)."""
+        """Follow once the lease is lost; lead once it is taken (``store.lease``)."""
+        if self.owner and not self._lock.held:
+            self.owner = False
+            self.metrics.rollout_leader.set(0)
+            log.warning("process %d lost the rollouts' lease (%s): following", os.getpid(), self.store.where)
         if self.owner or not self._lock.try_acquire():
             return
         self._follow(force=True)  # carry on from the previous owner's last decisions
         self.owner = True
-        log.info("worker %d owns the rollouts (%s)", os.getpid(), self._lock.path)
+        self.metrics.rollout_leader.set(1)
+        for model, plan in self.plans.items():  # a store that lost its state gets ours back
+            if plan.controller is not None and model not in self.store.load():
+                self._save(model, plan.controller.snapshot())
+        log.info("process %d owns the rollouts (%s)", os.getpid(), self.store.where)
 
     def _follow(self, *, force: bool = False) -> None:
-        """Rebuild the controllers from the state file when another worker has rewritten it."""
+        """Rebuild the controllers from the stored state when another process has rewritten it."""
         seen = self.store.stat()
         if seen == self._seen_state and not force:
             return
         self._seen_state = seen
         self.store.forget()
+        saved = self.store.load()
         for model, plan in self.plans.items():
-            if plan.entry.rollout is not None:
+            if plan.entry.rollout is not None and (model in saved or plan.controller is None):
                 plan.controller = self._controller(model, plan, announce=False)
 
-    def _save(self, model: str, snapshot: dict[str, Any]) -> None:
-        self.store.save(model, snapshot)
+    def _save(self, model: str, snapshot: dict[str, Any], *, admin: bool = False) -> None:
+        self.store.save(model, snapshot, admin=admin)
         if self.shared:
             self._seen_state = self.store.stat()  # our own write: nothing to follow
 
@@ -151,8 +167,11 @@ class RolloutManager:
                 if self._stat() != self._fingerprint:
                     self.reload()
                 if self.shared:
+                    await self.store.sync()
+                    self.metrics.rollout_store_up.set(self.store.up is not False)
                     self._claim()
                     self._follow()
+                    publish_windows(self.store, self.plans, self.window, self._clock)
                 await self._refresh_figures()
                 self.tick()
             except Exception:  # the loop must survive anything one tick does
@@ -210,6 +229,10 @@ class RolloutManager:
             clock=self._clock,
             random_source=self._random,
             on_pair=self.on_pair,
+            # compared by the kind of model its version's manifest describes
+            judge=lambda s: judge_for(
+                s.compare, getattr(self._ready(model).get(s.version), "manifest", None)
+            ),
         )
 
     def window(self, model: str, version: int) -> GateWindow:
@@ -259,7 +282,7 @@ class RolloutManager:
         analyzer = Analyzer(
             model,
             spec,
-            lambda v: self.window(model, v),
+            lambda v: FleetWindow(self.window(model, v), lambda: self.store.fleet((model, v))),
             self.drift,
             figures=plan.figures.stats if plan.figures is not None else None,
         )
@@ -308,14 +331,7 @@ class RolloutManager:
                 self._save(model, controller.snapshot())
                 if controller.last_eval != plan.last_eval:
                     plan.last_eval = controller.last_eval
-                    for result in controller.results:
-                        self.metrics.child(
-                            self.metrics.rollout_gate, model, result.metric, result.verdict
-                        ).inc()
-                        if result.value is not None:
-                            self.metrics.child(self.metrics.rollout_gate_value, model, result.metric).set(
-                                result.value
-                            )
+                    export_evaluation(self.metrics, model, controller)
             changed |= self._route(model, plan)
         if changed:
             self._publish()
@@ -335,17 +351,10 @@ class RolloutManager:
         changed = weights != plan.weights or policy != plan.policy
         if changed:
             plan.weights, plan.policy = weights, policy
-            for version in {v for v in self._ready(model)} | set(weights):
-                self.metrics.child(self.metrics.rollout_weight, model, str(version)).set(
-                    weights.get(version, 0)
-                )
+            export_weights(self.metrics, model, self._ready(model), weights)
         if controller is not None:
-            for phase in Phase:
-                self.metrics.child(self.metrics.rollout_phase, model, phase.value).set(
-                    controller.phase is phase
-                )
-            self.metrics.child(self.metrics.rollout_step, model).set(controller.step)
-            percent = controller.shadow_percent
+            export_progress(self.metrics, model, controller)
+            percent = controller.mirror_percent
             if percent > 0:
                 spec = entry.rollout.shadow_settings(percent) if entry.rollout else None
                 if spec is not None and (plan.rollout_mirror is None or plan.rollout_mirror.spec != spec):
@@ -379,27 +388,11 @@ class RolloutManager:
     # ----- admin ---------------------------------------------------------------------------------
 
     def status(self, model: str | None = None) -> dict[str, Any]:
-        models = {}
-        for name, plan in self.plans.items():
-            if model is not None and name != model:
-                continue
-            c = plan.controller
-            models[name] = {
-                "weights": {str(v): w for v, w in plan.weights.items()},
-                "shadows": [
-                    {"version": m.version, "percent": m.spec.percent, "in_flight": m.in_flight}
-                    for m in self.mirrors(name, -1)
-                ],
-                "rollout": c.snapshot() if c is not None else None,
-                "waiting": plan.waiting or None,
-            }
-        if model is not None and model not in models:
+        shown = {n: p for n, p in self.plans.items() if model is None or n == model}
+        if model is not None and not shown:
             raise NotFoundError(f"the rollouts file says nothing about '{model}'")
-        return {
-            "file": str(self.path) if self.path else None,
-            "models": models,
-            "events": self.store.events(model, limit=20),
-        }
+        body = status_body(shown, lambda name: self.mirrors(name, -1))
+        return {"file": str(self.path) if self.path else None, **body, "events": self.store.events(model, 20)}
 
     def act(self, model: str, action: str, *, full: bool = False) -> dict[str, Any]:
         plan = self.plans.get(model)
@@ -411,7 +404,7 @@ class RolloutManager:
             controller.promote(full=full)
         else:
             getattr(controller, action)()
-        self._save(model, controller.snapshot())
+        self._save(model, controller.snapshot(), admin=True)
         if self._route(model, plan):
             self._publish()
         return self.status(model)

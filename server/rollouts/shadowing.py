@@ -3,8 +3,10 @@
 The primary never waits for its shadow: the copy runs in its own task, and the primary only hands over
 its outputs (``Tap.primary_done``) when it has them. A shadow is dropped (and counted) past
 ``max_in_flight``, gives up after ``timeout_ms``, and its failure is only counted: it never touches the
-primary's response. With ``compare``, each pair of outputs is scored (agree / disagree and the largest
-|difference|) into metrics and into the shadow version's gate window.
+primary's response. With ``compare``, each pair of outputs is judged row by row
+(``sluice.server.rollouts.comparison``: by the model's kind unless told otherwise) into metrics (agree /
+disagree per request, the largest |difference|, the per-row score difference as a histogram) and into the
+shadow version's gate window.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ from typing import Any
 
 import numpy as np
 
+from sluice.server.rollouts.comparison import Judge, compare, judge_for
 from sluice.server.rollouts.gates import GateWindow
-from sluice.server.rollouts.spec import Compare, Shadow
+from sluice.server.rollouts.spec import Shadow
 
 log = logging.getLogger("sluice.shadow")
 
@@ -28,39 +31,6 @@ Outputs = dict[str, np.ndarray]
 RunShadow = Callable[[dict[str, np.ndarray], int, float], Awaitable[Outputs]]
 #: Takes each compared pair: (model, shadow version, primary outputs, shadow outputs, agree).
 OnPair = Callable[[str, int, Outputs, Outputs, bool], None]
-
-
-def compare(primary: Outputs, shadow: Outputs, spec: Compare) -> tuple[bool, float | None] | None:
-    """Whether every row agrees, and the largest |difference| of numeric outputs; ``None`` if not compared.
-
-    >>> a = {"p": np.array([[0.9, 0.1]])}
-    >>> compare(a, {"p": np.array([[0.6, 0.4]])}, Compare(mode="argmax"))
-    (True, 0.3)
-    >>> compare(a, {"p": np.array([[0.6, 0.4]])}, Compare(mode="allclose", atol=0.01))[0]
-    False
-    """
-    if spec.mode == "none":
-        return None
-    names = [spec.output] if spec.output else [n for n in primary if n in shadow]
-    agree, largest = True, None
-    for name in names:
-        if name not in primary or name not in shadow:
-            return False, None
-        a, b = np.asarray(primary[name]), np.asarray(shadow[name])
-        if a.shape != b.shape:
-            return False, None
-        if a.dtype.kind not in "biuf" or b.dtype.kind not in "biuf":
-            agree = agree and bool(np.array_equal(a, b))
-            continue
-        diff = float(np.max(np.abs(a.astype(np.float64) - b.astype(np.float64)))) if a.size else 0.0
-        largest = diff if largest is None else max(largest, diff)
-        if spec.mode == "argmax" and a.ndim >= 2:
-            agree = agree and bool(np.array_equal(np.argmax(a, axis=-1), np.argmax(b, axis=-1)))
-        elif spec.mode == "argmax":
-            agree = agree and bool(np.array_equal(a, b))
-        else:
-            agree = agree and diff <= spec.atol
-    return agree, (round(largest, 12) if largest is not None else None)
 
 
 class Tap:
@@ -90,9 +60,12 @@ class Mirror:
         clock: Callable[[], float] = time.monotonic,
         random_source: Callable[[], float] = random.random,
         on_pair: OnPair | None = None,
+        judge: Callable[[Shadow], Judge] = lambda spec: judge_for(spec.compare, None),
     ) -> None:
         self.model = model
         self.spec = spec
+        self._judge_of = judge  # resolved on the first pair: the version's manifest is loaded by then
+        self._judge: tuple[Shadow, Judge] | None = None
         self.version = spec.version
         self._metrics = metrics
         self._window = window
@@ -146,16 +119,25 @@ class Mirror:
         finally:
             self.in_flight -= 1
 
+    def judge(self) -> Judge:
+        if self._judge is None or self._judge[0] is not self.spec:
+            self._judge = (self.spec, self._judge_of(self.spec))
+        return self._judge[1]
+
     def _compare(self, primary: Outputs, shadow: Outputs) -> None:
-        scored = compare(primary, shadow, self.spec.compare)
+        scored = compare(primary, shadow, self.judge())
         if scored is None:
             return
-        agree, difference = scored
         labels = (self.model, str(self.version))
+        agree = scored.agree
         self._metrics.child(self._metrics.shadow_agreement, *labels, "agree" if agree else "disagree").inc()
-        if difference is not None:
-            self._metrics.child(self._metrics.shadow_difference, *labels).observe(difference)
-        self._window.compared(self._clock(), agree=agree)
+        if scored.largest is not None:
+            self._metrics.child(self._metrics.shadow_difference, *labels).observe(scored.largest)
+        if scored.differences.size:
+            histogram = self._metrics.child(self._metrics.shadow_score, *labels)
+            for difference in scored.differences[:256].tolist():  # bounded per request
+                histogram.observe(difference)
+        self._window.compared(self._clock(), rows=scored.rows, disagreements=scored.disagreements)
         if self._on_pair is not None:  # the monitor's paired streams (sluice.monitoring.shadow)
             self._on_pair(self.model, self.version, primary, shadow, agree)
 

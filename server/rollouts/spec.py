@@ -89,11 +89,17 @@ class Traffic(_Strict):
 
 
 class Compare(_Strict):
-    """How a shadow's output is compared with the primary's: per request, every row must agree."""
+    """How a shadow's output is compared with the primary's, row by row (``rollouts.comparison``).
+
+    ``auto`` judges by the model's kind (manifest): a classifier's decision, a regressor's value within
+    ``rtol`` of its reference spread; ``allclose`` (within ``atol``) and ``argmax`` are explicit choices.
+    """
 
     output: str | None = None
-    mode: Literal["argmax", "allclose", "none"] = "allclose"
+    mode: Literal["auto", "decision", "relative", "argmax", "allclose", "none"] = "auto"
     atol: float = Field(1e-4, ge=0)
+    rtol: float | None = Field(None, gt=0)
+    scale: float | None = Field(None, gt=0)
 
 
 class Shadow(_Strict):
@@ -140,6 +146,8 @@ class Analysis(_Strict):
     min_samples: int = Field(100, ge=1)
     on_insufficient: Literal["hold", "pass", "fail"] = "hold"
     failure_limit: int = Field(3, ge=1)
+    #: A gate insufficient this long makes the rollout say ``waiting for ...`` (status, event, metric).
+    insufficient_after: Duration = 300.0
     source: Literal["inprocess", "prometheus"] = "inprocess"
     prometheus: PrometheusSource | None = None
 

@@ -226,3 +226,46 @@ def test_drift_gate_asks_the_monitor_about_the_candidate() -> None:
     h.run(4.5)
     assert h.controller.phase is Phase.FAILED
     assert drift.asked[0][:2] == ("m", 2)
+
+
+def test_a_gate_insufficient_past_insufficient_after_says_what_it_waits_for() -> None:
+    rollout = spec(
+        analysis={"interval": "2s", "window": "10s", "min_samples": 20, "insufficient_after": "20s"},
+    )
+    h = Harness(rollout)
+    h.run(18, per_s=1)
+    assert h.controller.waiting_for == "" and "waiting" not in h.kinds()
+    h.run(6, per_s=1)
+    waiting = [e for e in h.events if e["event"] == "waiting"]
+    assert len(waiting) == 1, h.kinds()
+    assert (
+        waiting[0]["reason"].startswith("waiting for error_rate (")
+        and "candidate samples" in waiting[0]["reason"]
+    )
+    assert h.controller.snapshot()["waiting_for"].startswith("error_rate (")
+    assert h.controller.waiting_gates["error_rate"] >= 20
+    h.run(12, per_s=20)  # traffic arrives: the gate passes, the rollout moves, nothing waits any more
+    assert h.controller.step >= 1 and h.controller.waiting_for == "" and h.controller.waiting_gates == {}
+
+
+def test_weight_steps_keep_feeding_a_gate_that_needs_pairs() -> None:
+    pairs = {"metric": "shadow_disagreement", "max": 0.05}
+    h = Harness(spec(gates=[pairs]))
+    h.run(0.5)
+    assert h.controller.weight == 10 and h.controller.mirror_percent == 10.0  # PAIRS_PERCENT
+    sampled = spec(gates=[pairs], shadow={"version": 2, "percent": 25})
+    assert Harness(sampled).controller.mirror_percent == 0.0  # idle: nothing mirrored yet
+    h2 = Harness(sampled)
+    h2.run(0.5)
+    assert h2.controller.mirror_percent == 25.0
+    h3 = Harness(spec())  # no gate needs pairs: weight steps mirror nothing
+    h3.run(0.5)
+    assert h3.controller.mirror_percent == 0.0
+
+
+def test_a_follower_shows_the_leaders_last_verdicts() -> None:
+    h = Harness(spec())
+    h.run(2.5)
+    saved = h.controller.snapshot()
+    follower = Harness(spec(), saved=saved).controller
+    assert follower.verdict == "pass" and [r.metric for r in follower.results] == ["error_rate"]
