@@ -313,13 +313,16 @@ class Metrics:
             found = self._children[key] = metric.labels(*labels)
         return found
 
-    def observe_request(self, model: str, version: str, status: int, reason: str, seconds: float) -> None:
+    def observe_request(
+        self, model: str, version: str, status: int, reason: str, seconds: float, outcome: str | None = None
+    ) -> None:
+        """Count one request; ``outcome`` overrides the one its status implies (``client_timeout``)."""
         # One look-up per request for both series (the key's shape keeps forget() dropping it).
-        key = ("request", model, version, status, reason)
+        key = ("request", model, version, status, reason, outcome)
         pair = self._children.get(key)
         if pair is None:
             pair = self._children[key] = (
-                self.requests.labels(model, version, outcome_of(status), reason),
+                self.requests.labels(model, version, outcome or outcome_of(status), reason),
                 self.request_seconds.labels(model, version) if status == 200 else None,
             )
         pair[0].inc()

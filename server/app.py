@@ -22,6 +22,7 @@ from sluice.monitoring.monitor import Monitor
 from sluice.server.execution.executors import ExecutorFactory
 from sluice.server.http.errors import HANDLERS
 from sluice.server.http.inference import InferenceEndpoint
+from sluice.server.http.protocol import GuardedProtocol
 from sluice.server.http.rollouts import RolloutEndpoints
 from sluice.server.http.routes import Endpoints
 from sluice.server.registry import ModelRegistry, ModelVersion
@@ -170,6 +171,9 @@ def create_app(settings: Settings) -> InferenceEndpoint:
         finally:
             await gateway.stop()
 
+    GuardedProtocol.configure(
+        header_timeout_s=settings.header_timeout_s, body_timeout_s=settings.body_timeout_s
+    )
     endpoints = Endpoints(
         settings,
         gateway.registry,

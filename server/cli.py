@@ -32,11 +32,13 @@ def serve(settings: Settings) -> None:
     from sluice.server.app import create_app
 
     app = create_app(settings)
-    uvicorn.Server(uvicorn.Config(app, **_uvicorn_options(settings))).run()
+    uvicorn.Server(uvicorn.Config(app, **uvicorn_options(settings))).run()
 
 
-def _uvicorn_options(settings: Settings) -> dict[str, Any]:
-    """What one worker and many share in their uvicorn configuration."""
+def uvicorn_options(settings: Settings) -> dict[str, Any]:
+    """What one worker and many (and the tests' servers) share in their uvicorn configuration."""
+    from sluice.server.http.protocol import GuardedProtocol
+
     return {
         "host": settings.host,
         "port": settings.port,
@@ -47,6 +49,10 @@ def _uvicorn_options(settings: Settings) -> dict[str, Any]:
         "timeout_graceful_shutdown": settings.drain_timeout_s,
         "server_header": False,
         "proxy_headers": settings.proxy_headers,
+        # Header and body time-outs and JSON errors for malformed requests (sluice.server.http.protocol).
+        "http": GuardedProtocol,
+        "timeout_keep_alive": settings.keep_alive_s,
+        "limit_concurrency": settings.max_connections,
     }
 
 
@@ -73,7 +79,7 @@ def serve_workers(settings: Settings) -> None:
             "sluice.server.app:create_app_from_environment",
             factory=True,
             workers=settings.workers,
-            **_uvicorn_options(settings),
+            **uvicorn_options(settings),
         )
         sock = config.bind_socket()
         # Listen before the workers start (uvicorn.run leaves that to them): a connection made while the

@@ -315,7 +315,11 @@ class ModelRegistry:
         except SluiceError as exc:
             if executor is not None:
                 await executor.stop(0.0)
-            reason = exc.message
+            # The index is public: the reason names files relative to the repository, and the library's
+            # own text stays in the log (the cause).
+            reason = exc.message.replace(f"{self.root}/", "")
+            if exc.__cause__ is not None:
+                log.error("%s/%d: %s", model, version, exc.message, exc_info=exc.__cause__)
             if serving is not None:
                 log.error(
                     "reload of %s/%d failed, still serving the previous load: %s", model, version, reason

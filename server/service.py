@@ -19,7 +19,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from sluice.converters.artifact.errors import InternalError, NotReadyError, SluiceError
+from sluice.converters.artifact.errors import (
+    BadRequestError,
+    DeadlineExceededError,
+    InternalError,
+    NotReadyError,
+    OverloadedError,
+    SluiceError,
+)
 from sluice.monitoring.metrics import Metrics
 from sluice.monitoring.monitor import Monitor
 from sluice.server.codecs import InferRequest
@@ -53,6 +60,35 @@ class Served:
     error: SluiceError | None = None
 
 
+class ShedLog:
+    """At most one log line per ``every_s`` for shed requests: a summary by reason, never one per request.
+
+    Under overload a line per shed request is itself load (87k lines in 15 s were seen); the counts are
+    in ``sluice_batch_shed_total`` and the requests counter's ``shed`` outcome either way.
+    """
+
+    def __init__(self, every_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every_s = every_s
+        self._clock = clock
+        self._counts: dict[str, int] = {}
+        self._since = clock()
+
+    def record(self, model: str, reason: str) -> None:
+        key = f"{model}: {reason}"
+        self._counts[key] = self._counts.get(key, 0) + 1
+        now = self._clock()
+        if now - self._since >= self._every_s:
+            summary = ", ".join(f"{n} {k}" for k, n in sorted(self._counts.items()))
+            log.warning(
+                "shed %d requests in the last %.0f s (%s)",
+                sum(self._counts.values()),
+                now - self._since,
+                summary,
+            )
+            self._counts.clear()
+            self._since = now
+
+
 async def _unguarded(work: Awaitable[Outputs]) -> Outputs:
     return await work
 
@@ -78,6 +114,7 @@ class InferenceService:
         self.metrics = metrics
         self.monitor = monitor
         self._draw = draw
+        self._shed = ShedLog()
         self.accepting = True
 
     def version_for(self, target: Target) -> ModelVersion:
@@ -106,7 +143,10 @@ class InferenceService:
             route = decide(self.routing.table, target, headers, query, self._draw)
             served.reason = route.reason
             mv = served.version = self._serving(target.model, route.version)
-            request = served.request = await decode(mv)
+            try:
+                request = served.request = await decode(mv)
+            except RecursionError as exc:  # the decoders are iterative where it matters; a safety net
+                raise BadRequestError("the request body is nested too deeply to read") from exc
             served.outputs = await guard(self._run(mv, request))
         except SluiceError as exc:
             served.error = exc
@@ -165,17 +205,30 @@ class InferenceService:
             mv.leave()
 
     def _account(self, served: Served, seconds: float) -> None:
-        """Count one finished request (and its latency if it succeeded); tell the gates and the monitor."""
+        """Count one finished request (and its latency if it succeeded); tell the gates and the monitor.
+
+        Only the version's own faults count against it: a 5xx, except a deadline the client set itself
+        (``client_timeout``: a client could otherwise roll a healthy candidate back by asking for 1 us).
+        Client errors (4xx) and disconnects say nothing about the model.
+        """
         mv, error = served.version, served.error
         status = 200 if error is None else error.status
         if error is not None and status == 500:  # the server's own fault: the one kind worth a log line
             log.error("%s: %s", mv.model if mv else "?", error.message, exc_info=error.__cause__ or error)
+        if isinstance(error, OverloadedError):
+            self._shed.record(mv.model if mv else "-", str(error.details.get("reason", error.code)))
         if mv is None:
             self.metrics.child(self.metrics.unrouted, str(status)).inc()
             return
-        self.metrics.observe_request(mv.model, str(mv.version), status, served.reason, seconds)
-        self.rollouts.observe(mv, status, served.reason, seconds)
-        if self.monitor is not None and (status == 200 or status >= 500):
-            # Client errors (4xx) say nothing about the model: only served requests and server errors.
+        client_deadline = (
+            isinstance(error, DeadlineExceededError)
+            and served.request is not None
+            and served.request.timeout_us is not None
+        )
+        fault = status >= 500 and not client_deadline
+        outcome = "client_timeout" if client_deadline else None
+        self.metrics.observe_request(mv.model, str(mv.version), status, served.reason, seconds, outcome)
+        self.rollouts.observe(mv, status, served.reason, seconds, fault=fault)
+        if self.monitor is not None and (status == 200 or fault):
             inputs = served.request.inputs if served.request is not None else None
-            self.monitor.observe(mv.model, mv.version, inputs, served.outputs, seconds, status != 200)
+            self.monitor.observe(mv.model, mv.version, inputs, served.outputs, seconds, fault)

@@ -57,6 +57,13 @@ class BatchingSettings(BaseModel):
     max_queue_size: int = Field(
         4096, ge=1, description="Most rows waiting per version; beyond it requests get 503 at once."
     )
+    max_queue_wait_ms: float | None = Field(
+        50.0,
+        gt=0,
+        description="Admission by time: while the oldest queued request has waited longer than this, new "
+        "requests are shed at once (503 + Retry-After) instead of queueing behind it. Never below "
+        "max_queue_delay_us. null: by rows only (max_queue_size).",
+    )
     instances: int = Field(1, ge=1, description="Concurrent executions per version.")
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: its default).")
     execution: Literal["auto", "inline", "thread"] = Field(
@@ -142,7 +149,38 @@ class Settings(BaseSettings):
         "saves a middleware call per request.",
     )
     max_body_bytes: int = Field(
-        64 * 1024 * 1024, ge=1024, description="Largest request body, after decompression (413 beyond)."
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Largest request body with binary tensors, after decompression (413 beyond).",
+    )
+    max_json_bytes: int = Field(
+        8 * 1024 * 1024,
+        ge=1024,
+        description="Largest JSON in a request (a v2 or v1 JSON body, or a binary request's JSON header), "
+        "after decompression (413 beyond; never more than max_body_bytes). JSON costs about 10x its size "
+        "in memory while it is read: 8 MiB holds some 25,000 rows of 32 numbers.",
+    )
+    header_timeout_s: float = Field(
+        10.0,
+        gt=0,
+        description="A connection that has not sent a request's whole headers this long after it began is "
+        "answered 408 and closed (slow clients cannot hold connections).",
+    )
+    body_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request whose body has not arrived whole this long after its headers is cut off.",
+    )
+    keep_alive_s: float = Field(
+        5.0,
+        gt=0,
+        description="An idle keep-alive connection is closed after this long (uvicorn's timeout_keep_alive).",
+    )
+    max_connections: int | None = Field(
+        4096,
+        ge=1,
+        description="Most connections and requests at once; beyond it uvicorn answers 503 (its "
+        "limit_concurrency).",
     )
     max_elements: int = Field(
         16_777_216, ge=1, description="Largest element count a declared input shape may have (413 beyond)."
@@ -161,6 +199,12 @@ class Settings(BaseSettings):
     )
     allow_nan: bool = Field(
         False, description="Accept NaN/Inf in float inputs by default (a model's config.yaml can override)."
+    )
+    monitoring_access: Literal["auto", "public", "admin"] = Field(
+        "auto",
+        description="Who may read /v2/models/{m}/monitoring, which shows reference statistics of the "
+        "training data: `admin` (the admin token), `public` (anyone), or `auto` (the admin token when one "
+        "is configured, else anyone).",
     )
     admin_token: SecretStr | None = Field(
         None, description="Bearer token for the admin API; with none the admin API answers 403."

@@ -28,6 +28,7 @@ from sklearn.preprocessing import StandardScaler
 
 from sluice.converters import convert
 from sluice.server.app import create_app
+from sluice.server.cli import uvicorn_options
 from sluice.server.settings import Settings, load_settings
 
 N_FEATURES = 4
@@ -140,7 +141,11 @@ class GatewayServer:
         self.port = self.sock.getsockname()[1]
         self.url = f"http://127.0.0.1:{self.port}"
         self.app = create_app(settings)
-        config = uvicorn.Config(self.app, lifespan="on", log_level="warning", timeout_graceful_shutdown=5)
+        # The production options (protocol, time-outs, limits), on a socket bound here.
+        options = {**uvicorn_options(settings), "log_level": "warning", "timeout_graceful_shutdown": 5}
+        for key in ("host", "port"):
+            options.pop(key)
+        config = uvicorn.Config(self.app, **options)
         self.server = uvicorn.Server(config)
         self.thread = threading.Thread(target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True)
 

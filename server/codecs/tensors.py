@@ -7,7 +7,7 @@ directly. Raw bytes are ``sluice.server.codecs.binary``'s; request structure is 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import numpy as np
@@ -53,19 +53,35 @@ def json_values(
     return arr
 
 
+#: Deepest nesting accepted in JSON tensor data: numpy's own limit on dimensions.
+MAX_DEPTH = 64
+
+
 def _flat_strings(name: str, data: Sequence[Any], error: type[SluiceError]) -> list[str]:
+    """Row-major strings of nested ``data``; iterative, so no nesting can exhaust the stack."""
     flat: list[str] = []
-    for value in data:
-        if type(value) is str:
+    stack: list[Iterator[Any]] = [iter(data)]
+    while stack:
+        value = next(stack[-1], _END)
+        if value is _END:
+            stack.pop()
+        elif type(value) is str:
             flat.append(value)
         elif type(value) is list or type(value) is tuple:
             # Ragged nesting is left to the caller's element count; only row-major order matters here.
-            flat.extend(_flat_strings(name, value, error))
+            if len(stack) >= MAX_DEPTH:
+                raise BadRequestError(
+                    f"input {name!r}: data is nested deeper than {MAX_DEPTH} levels", details={"input": name}
+                )
+            stack.append(iter(value))
         else:
             raise error(
                 f"input {name!r}: BYTES data must be strings, got {_short(value)}", details={"input": name}
             )
     return flat
+
+
+_END = object()
 
 
 def _has_bool(data: Any) -> bool:

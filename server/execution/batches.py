@@ -12,7 +12,7 @@ from typing import Any, Protocol
 import numpy as np
 import numpy.typing as npt
 
-from sluice.converters.artifact.errors import InternalError, NotReadyError
+from sluice.converters.artifact.errors import InternalError, InvalidInputError, NotReadyError
 
 Tensors = dict[str, npt.NDArray[Any]]
 #: The model itself: a whole batch of inputs in, its outputs out (``OnnxRuntime.run``).
@@ -64,6 +64,18 @@ class Pending:
         self.high = high
         self.queued = True
         self.timer: asyncio.TimerHandle | None = None
+
+
+def check_rows(inputs: Tensors, rows: int) -> None:
+    """Every input holds exactly ``rows`` rows (``InvalidInputError`` naming the first that does not)."""
+    if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
+        raise InvalidInputError(f"rows must be a positive integer, got {rows!r}")
+    for input_name, array in inputs.items():
+        if array.ndim == 0 or array.shape[0] != rows:
+            raise InvalidInputError(
+                f"input '{input_name}' has {array.shape[0] if array.ndim else 0} rows, expected {rows}",
+                details={"input": input_name},
+            )
 
 
 def run_batch(

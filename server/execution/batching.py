@@ -28,7 +28,6 @@ from concurrent.futures import ThreadPoolExecutor
 
 from sluice.converters.artifact.errors import (
     DeadlineExceededError,
-    InvalidInputError,
     NotReadyError,
     OverloadedError,
 )
@@ -39,6 +38,7 @@ from sluice.server.execution.batches import (
     RunModel,
     Tensors,
     batch_error,
+    check_rows,
     run_batch,
 )
 from sluice.server.settings import BatchingSettings
@@ -91,6 +91,8 @@ class Batcher:
         self._instances = 1 if inline else config.instances
         self._delay_s = config.max_queue_delay_us / 1e6
         self._preferred = tuple(sorted(set(config.preferred_batch_sizes)))
+        wait_ms = config.max_queue_wait_ms
+        self._wait_budget_s = None if wait_ms is None else max(wait_ms / 1e3, self._delay_s)
         self._high: deque[Pending] = deque()
         self._normal: deque[Pending] = deque()
         self._queued_rows = 0
@@ -176,15 +178,7 @@ class Batcher:
         loop = self._loop
         if loop is None or not self._accepting:
             raise NotReadyError(f"{self._label}{'not started' if loop is None else 'shutting down'}")
-        if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:
-            raise InvalidInputError(f"rows must be a positive integer, got {rows!r}")
-        for input_name, array in inputs.items():
-            # A wrong count would hand other callers' rows to this one; refuse it before queueing.
-            if array.ndim == 0 or array.shape[0] != rows:
-                raise InvalidInputError(
-                    f"input '{input_name}' has {array.shape[0] if array.ndim else 0} rows, expected {rows}",
-                    details={"input": input_name},
-                )
+        check_rows(inputs, rows)  # a wrong count would hand other callers' rows to this one
         now = self._clock()
         if deadline is not None and deadline <= now:
             self._observer.on_shed("deadline")
@@ -197,6 +191,19 @@ class Batcher:
                 f"{self._label}queue full ({self._queued_rows} rows waiting)",
                 retry_after_s=1,
                 details={"reason": "queue_full"},
+            )
+        # Admission by time (CoDel's idea): while the oldest request has waited over the budget the queue
+        # is not draining; a fast 503 now keeps the wait of those admitted within the budget.
+        if (
+            self._wait_budget_s is not None
+            and self._queued_rows
+            and now - self._oldest() > self._wait_budget_s
+        ):
+            self._observer.on_shed("queue_delay")
+            raise OverloadedError(
+                f"{self._label}overloaded: requests wait over {self.config.max_queue_wait_ms} ms",
+                retry_after_s=1,
+                details={"reason": "queue_delay"},
             )
 
         future: asyncio.Future[Tensors] = loop.create_future()

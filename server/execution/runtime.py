@@ -45,7 +45,8 @@ class OnnxRuntime:
                 str(path), sess_options=options, providers=["CPUExecutionProvider"]
             )
         except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/... and RuntimeError
-            raise ModelLoadError(f"{path}: onnxruntime cannot load it: {_first_line(exc)}") from exc
+            # The library's own text (and its absolute paths) goes to the log with the cause, not to clients.
+            raise ModelLoadError(f"{path}: not a loadable ONNX graph") from exc
         self.inputs: list[TensorSpec] = [_spec(a) for a in self._session.get_inputs()]
         self.outputs: list[TensorSpec] = [_spec(a) for a in self._session.get_outputs()]
         self._output_names = [o.name for o in self.outputs]
@@ -55,9 +56,8 @@ class OnnxRuntime:
         try:
             results = self._session.run(self._output_names, inputs)
         except Exception as exc:
-            raise InternalError(
-                f"model execution failed: {_first_line(exc)}", details={"reason": "model_execution"}
-            ) from exc
+            # onnxruntime's text stays in the server's log (the cause); the client gets a stable reason.
+            raise InternalError("model execution failed", details={"reason": "model_execution"}) from exc
         return dict(zip(self._output_names, results, strict=True))
 
     def example_inputs(self, rows: int = 1, signature: Sequence[TensorSpec] | None = None) -> dict[str, Any]:
@@ -74,8 +74,3 @@ class OnnxRuntime:
     def warm_up(self, signature: Sequence[TensorSpec] | None = None) -> None:
         """One execution at batch 1, so the first client does not pay for allocations."""
         self.run(self.example_inputs(1, signature))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip() or type(exc).__name__
-    return text.splitlines()[0][:500]

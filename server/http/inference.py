@@ -233,6 +233,13 @@ async def run_until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
         watch.close()
 
 
+#: Bodies from this size on are decoded on a worker thread: a 256 KiB JSON body takes ~2 ms to decode,
+#: about the most one request may hold the event loop.
+OFFLOAD_BYTES = 256 * 1024
+#: How many large bodies may be decoded at once: peak memory is about this many times the JSON limit
+#: times ten (what JSON numbers cost as Python objects while they are read).
+LARGE_DECODES = 2
+
 #: zlib level for responses: most of the size win on JSON numbers for a fraction of level 6's CPU.
 COMPRESS_LEVEL = 1
 
@@ -273,6 +280,7 @@ class InferenceEndpoint:
         self.app = app
         self.service = service
         self.settings = settings
+        self._large_decodes = asyncio.Semaphore(LARGE_DECODES)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -291,13 +299,31 @@ class InferenceEndpoint:
         headers: dict[bytes, bytes] = dict(scope["headers"])
 
         async def decode(mv: ModelVersion) -> InferRequest:
-            limit = settings.max_body_bytes
-            body = await read_body(headers, receive, limit)
-            encoding = headers.get(b"content-encoding")
-            if encoding is not None:
-                body = decompress(body, encoding.decode("latin-1"), max_bytes=limit)
+            # Binary tensors may be large; JSON (a whole body, or a binary request's header) costs about
+            # ten times its size in memory while it is read, so it has its own, smaller limit.
+            json_limit = min(settings.max_json_bytes, settings.max_body_bytes)
+            binary = protocol == "v2" and b"inference-header-content-length" in headers
+            limit = settings.max_body_bytes if binary else json_limit
+            try:
+                body = await read_body(headers, receive, limit)
+                encoding = headers.get(b"content-encoding")
+                if encoding is not None:
+                    body = decompress(body, encoding.decode("latin-1"), max_bytes=limit)
+            except BodyTooLargeError as exc:
+                if binary:
+                    raise
+                raise BodyTooLargeError(
+                    f"{exc.message} for JSON; send large inputs as binary tensors"
+                ) from None
+            json_length = header_length(headers) if binary else len(body)
+            if json_length is not None and json_length > json_limit:
+                raise BodyTooLargeError(
+                    f"the request's JSON is {json_length} bytes, over the limit of {json_limit} "
+                    "(send large inputs as binary tensors)"
+                )
             if protocol == "v2":
-                return decode_v2(
+                work = functools.partial(
+                    decode_v2,
                     body,
                     header_length=header_length(headers),
                     signature=mv.inputs,
@@ -305,9 +331,20 @@ class InferenceEndpoint:
                     allow_nan=mv.allow_nan,
                     output_names=mv.output_names,
                 )
-            return decode_v1(
-                body, signature=mv.inputs, max_elements=settings.max_elements, allow_nan=mv.allow_nan
-            )
+            else:
+                work = functools.partial(
+                    decode_v1,
+                    body,
+                    signature=mv.inputs,
+                    max_elements=settings.max_elements,
+                    allow_nan=mv.allow_nan,
+                )
+            if len(body) < OFFLOAD_BYTES:
+                return work()
+            # A large decode on the event loop would stall every other request (and the health checks)
+            # for its duration: run it on a worker thread, a bounded number at a time (memory).
+            async with self._large_decodes:
+                return await asyncio.to_thread(work)
 
         served = await self.service.infer(
             target,

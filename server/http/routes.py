@@ -148,7 +148,13 @@ class Endpoints:
         return json_response(body)
 
     async def model_monitoring(self, request: Request) -> Response:
-        """What the monitor sees of a version: per feature, prediction, latency, errors, incidents."""
+        """What the monitor sees of a version: per feature, prediction, latency, errors, incidents.
+
+        It shows statistics of the training data, so it follows ``monitoring_access``.
+        """
+        access = self.settings.monitoring_access
+        if access == "admin" or (access == "auto" and self.settings.admin_token is not None):
+            self.require_admin(request)
         mv = self._version(request)
         if self.monitor is None:
             return json_response({"model": mv.model, "version": str(mv.version), "watched": False})

@@ -376,13 +376,16 @@ class RolloutManager:
             found.append(plan.rollout_mirror)
         return found
 
-    def observe(self, mv: ModelVersion, status: int, reason: str, seconds: float) -> None:
-        """Feed one finished request into its version's gate window (routed traffic only)."""
+    def observe(self, mv: ModelVersion, status: int, reason: str, seconds: float, *, fault: bool) -> None:
+        """Feed one finished request into its version's gate window (routed traffic only).
+
+        ``fault`` says whether the version is to blame: the service decides (a client's own deadline,
+        a malformed body or a disconnect never is), so no client can move a rollout.
+        """
         if reason in UNSAMPLED or status == 499 or mv.model not in self.plans:
             return
-        error = status >= 500
         self.window(mv.model, mv.version).record(
-            self._clock(), error=error, latency_s=seconds if status == 200 else None
+            self._clock(), error=fault, latency_s=seconds if status == 200 else None
         )
 
     # ----- admin ---------------------------------------------------------------------------------

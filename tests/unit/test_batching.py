@@ -309,6 +309,31 @@ def test_a_request_larger_than_the_whole_queue_is_admitted_into_an_empty_queue()
 # ----- deadlines, disconnects, back-pressure --------------------------------------------------------------
 
 
+def test_while_the_oldest_waits_over_the_budget_newcomers_are_shed_at_once() -> None:
+    async def body(loop: FakeClockLoop) -> None:
+        config = BatchingSettings(max_batch_size=1, max_queue_delay_us=0, max_queue_wait_ms=20)
+        batcher, model, recorder = await started(loop, config, gated=True)
+        busy = send(batcher, 1)
+        await model.started.get()
+        waiting = send(batcher, 2)
+        await recorder.queued(1)
+        loop.advance(0.010)  # within the budget: still admitted
+        admitted = send(batcher, 3)
+        await recorder.queued(2)
+        loop.advance(0.015)  # the oldest has now waited 25 ms: the queue is not draining
+        with pytest.raises(OverloadedError) as shed:
+            await batcher.infer(rows_of(4, 1), 1)
+        assert shed.value.status == 503 and shed.value.details == {"reason": "queue_delay"}
+        assert recorder.shed == ["queue_delay"]
+        model.open()
+        for task, caller in ((busy, 1), (waiting, 2), (admitted, 3)):
+            check(await task, caller, 1)  # nobody already admitted is dropped
+        check(await send(batcher, 5), 5, 1)  # drained: admitted again
+        await batcher.stop()
+
+    run(body)
+
+
 def test_an_expired_request_leaves_the_queue_on_its_timer_with_504_and_never_runs() -> None:
     async def body(loop: FakeClockLoop) -> None:
         config = BatchingSettings(max_batch_size=4, max_queue_delay_us=0)

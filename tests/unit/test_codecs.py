@@ -670,3 +670,16 @@ def test_encode_v1_several_outputs_gives_one_dict_per_row() -> None:
             {"label": 0, "probabilities": [0.5, 0.5]},
         ]
     }
+
+
+def test_bytes_data_nested_past_numpy_dimensions_is_a_400_not_a_recursion_error() -> None:
+    signature = [TensorSpec("text", "BYTES", (-1, 1))]
+    for depth, ok in ((64, True), (65, False), (1000, False)):
+        data = "[" * depth + '"a"' + "]" * depth
+        body = f'{{"inputs": [{{"name": "text", "shape": [1, 1], "datatype": "BYTES", "data": {data}}}]}}'
+        if ok:
+            decoded = decode_v2(body.encode(), header_length=None, signature=signature, max_elements=100)
+            assert decoded.inputs["text"].tolist() == [["a"]]
+        else:
+            with pytest.raises(BadRequestError, match="nested deeper than 64"):
+                decode_v2(body.encode(), header_length=None, signature=signature, max_elements=100)
