@@ -19,7 +19,7 @@ from . import _onnx, _repository
 from ._adapters import adapt
 from ._framework import FrameworkModel, short_cause
 from ._parity import ParityReport, Tolerance, compare
-from ._profile import build_profile
+from ._profile import build_profile, small_sample_warning
 from ._sample import CATEGORICAL, Sample, load
 
 #: Parity runs on at least this many rows (resampling a smaller sample with replacement) ...
@@ -190,7 +190,8 @@ def convert(
         profile=reference,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    return _finish(model_dir, name, model_bytes, manifest, report, dry_run, say)
+    warnings = small_sample_warning(reference)
+    return _finish(model_dir, name, model_bytes, manifest, report, dry_run, say, warnings)
 
 
 def _graph(adapter: FrameworkModel, data: Sample, precision: str) -> tuple[bytes, Any]:

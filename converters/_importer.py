@@ -32,7 +32,7 @@ from sluice.converters.artifact.profile import Profile
 from . import _onnx, _repository
 from ._conversion import ConversionResult, _finish
 from ._framework import short_cause
-from ._profile import build_profile
+from ._profile import build_profile, small_sample_warning
 from ._sample import CATEGORICAL, load
 
 #: Output names converters commonly emit -> manifest role (skl2onnx's defaults included).
@@ -141,7 +141,7 @@ def import_onnx(
         profile=reference,
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    warnings = []
+    warnings = small_sample_warning(reference)
     if task == "classification" and "probabilities" not in spec_roles:
         warnings.append(_no_probabilities(roles))
     return _finish(model_dir, name, model_bytes, manifest, None, dry_run, say, warnings)

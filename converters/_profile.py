@@ -10,7 +10,8 @@ Computed once, with float64 numpy statistics that ignore missing values (NaN), a
           "type": "numeric",
           "mean": 14.1, "std": 3.5, "min": 6.9, "max": 28.1,      # over the non-missing values
           "quantiles": {"0.01": q, "0.05": q, "0.25": q, "0.5": q, "0.75": q, "0.95": q, "0.99": q},
-          "histogram": {"edges": [11 floats, min .. max], "counts": [10 ints]},
+          "histogram": {"edges": [11 floats, min .. max], "counts": [10 ints],
+                        "atoms": {"values": [...], "counts": [...]}},   # point masses, if any
           "missing": 0.0                            # share of rows that are NaN
         },
         "<categorical feature>": {
@@ -26,9 +27,10 @@ Computed once, with float64 numpy statistics that ignore missing values (NaN), a
         "class_shares": {"<label>": share, ...},    # keys are str(label)
         "score": "positive_class_probability" | "max_probability"
                  | "decision_function" | "max_decision_function",   # the last two: no predict_proba
-        "score_quantiles": {"0.01": ..., ...}
+        "score_quantiles": {"0.01": ..., ...},
+        "score_summary": {"mean": ..., "std": ..., "quantiles": {...}, "histogram": {...}}
         # regressors instead:
-        "value": {"mean": ..., "std": ..., "quantiles": {...}}
+        "value": {"mean": ..., "std": ..., "quantiles": {...}, "histogram": {...}}
       }
     }
 
@@ -38,6 +40,12 @@ hinge-loss SGDClassifier) is profiled on its decision function the same way. Cat
 share, most frequent first, ties by name. A feature with no values at all has
 ``null`` statistics and ``missing`` 1.0. Standard deviations are population ones (``ddof=0``), as
 numpy computes them.
+
+What the monitor needs is stored exactly, never left for it to interpolate: the score's (and a regressor's
+value's) mean and standard deviation, and a histogram of ``SCORE_BINS`` equal-mass bins
+(``ValueSummary.of``). Values that at least ``ATOM_SHARE`` of the rows hold exactly (a probability of
+exactly 0 or 1, a 0/1 feature) are listed as ``atoms``, so a replay draws them as the point masses they
+are.
 """
 
 from __future__ import annotations
@@ -74,14 +82,13 @@ def _feature(column: np.ndarray) -> NumericFeature:
     missing = 1.0 - present.size / column.size if column.size else 0.0
     if present.size == 0:
         return NumericFeature(missing=missing)
-    counts, edges = np.histogram(present, bins=HISTOGRAM_BINS)
     return NumericFeature(
         mean=float(present.mean()),
         std=float(present.std()),
         min=float(present.min()),
         max=float(present.max()),
         quantiles=_quantiles(present),
-        histogram=Histogram(tuple(float(e) for e in edges), tuple(int(c) for c in counts)),
+        histogram=Histogram.of(present, HISTOGRAM_BINS),
         missing=float(missing),
     )
 
@@ -112,12 +119,40 @@ def _outputs(
             kind = "positive_class_probability" if one else "max_probability"
         else:
             kind = "decision_function" if one else "max_decision_function"
-        return ClassifierOutputs(shares, kind, _quantiles(score))
+        score = score[np.isfinite(score)]
+        if not score.size:
+            return ClassifierOutputs(shares, kind)
+        return ClassifierOutputs(shares, kind, _quantiles(score), ValueSummary.of(score, _quantiles(score)))
     values = np.asarray(scores, dtype=np.float64).ravel()
-    values = values[~np.isnan(values)]
+    values = values[np.isfinite(values)]
     if not values.size:
         return RegressorOutputs(None)
-    return RegressorOutputs(ValueSummary(float(values.mean()), float(values.std()), _quantiles(values)))
+    return RegressorOutputs(ValueSummary.of(values, _quantiles(values)))
+
+
+#: A sample with fewer rows than this gives a reference too uncertain to monitor well (a warning says so).
+MIN_MONITORING_ROWS = 1000
+
+
+def small_sample_warning(profile: Profile | None) -> list[str]:
+    """One warning line when ``profile`` rests on fewer than ``MIN_MONITORING_ROWS`` rows, else none.
+
+    The monitor widens its detectors' allowances by about ``25 / rows`` standard deviations for such a
+    reference (``sluice.monitoring.streams.widening``), so that its false alarms stay within budget; the
+    line says what that costs.
+
+    >>> small_sample_warning(Profile({}, None, rows=100))[0][:60]
+    'the sample has 100 rows, too few to monitor drift well: the '
+    """
+    if profile is None or profile.rows >= MIN_MONITORING_ROWS:
+        return []
+    shift = 2.0 * (0.25 + 25.0 / max(profile.rows, 1))
+    return [
+        f"the sample has {profile.rows} rows, too few to monitor drift well: the reference's means and "
+        f"shares are that uncertain, so the detectors allow for it and a mean shift under about "
+        f"{shift:.1f} standard deviations goes unnoticed for long; convert with "
+        f"{MIN_MONITORING_ROWS:,}+ rows to watch for 0.5"
+    ]
 
 
 def build_profile(

@@ -25,6 +25,7 @@ from sluice.monitoring.streams import (
     Stream,
     mean_stream,
     rate_stream,
+    reference_rate,
     share_p1,
     standardize,
     variance_stream,
@@ -56,14 +57,16 @@ class NumericDetectors:
             mean_stream("drift", name, ref, arl),
             variance_stream(name, ref, arl),
             # The share of NaN rows, watched for a rise like an unseen category's.
-            rate_stream("drift", name, "missing", missing, max(UNSEEN_P1, MISSING_LIFT * missing), arl)
-            if options.watch_missing
-            else None,
+            _missing_stream(name, reference_rate(missing, ref.rows), arl) if options.watch_missing else None,
         )
 
     def streams(self) -> list[Stream]:
         both = [self.mean, self.variance]
         return both if self.missing is None else [*both, self.missing]
+
+
+def _missing_stream(name: str, missing: float, arl: float) -> Stream:
+    return rate_stream("drift", name, "missing", missing, max(UNSEEN_P1, MISSING_LIFT * missing), arl)
 
 
 @dataclass(eq=False)
@@ -86,10 +89,14 @@ class CategoricalDetectors:
     def build(cls, name: str, ref: CategoricalReference, arl: float) -> CategoricalDetectors:
         ranked = sorted(ref.shares.items(), key=lambda kv: -kv[1])[:MAX_TRACKED_CATEGORIES]
         categories = [c for c, _ in ranked]
-        unseen = max(ref.other, 0.0)
+        unseen = reference_rate(max(ref.other, 0.0), ref.rows)
+        p0s = [reference_rate(p, ref.rows) for _, p in ranked]
         return cls(
             categories,
-            [rate_stream("drift", name, "share", p, share_p1(p), arl, detail=c) for c, p in ranked],
+            [
+                rate_stream("drift", name, "share", p, share_p1(p), arl, detail=c)
+                for (c, _), p in zip(ranked, p0s, strict=True)
+            ],
             rate_stream("drift", name, "unseen", unseen, max(UNSEEN_P1, UNSEEN_LIFT * unseen), arl),
             {c: len(ranked) for c in ref.shares} | {c: j for j, c in enumerate(categories)},
         )

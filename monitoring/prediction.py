@@ -2,7 +2,9 @@
 
 The score is one number per row (``layout.row_scores``: the positive class's probability, the top one, or
 a regressor's value); the label is compared as text. Both come from the profile's outputs, or else from
-the first ``reference_size`` rows.
+the first ``reference_size`` rows. The score's reference is the profile's exact mean, standard deviation
+and histogram (``score_summary``, a regressor's ``value``); a profile written before those were stored
+gives its class shares only, and the score takes its reference from the first requests.
 """
 
 from __future__ import annotations
@@ -12,11 +14,19 @@ from typing import Any
 
 import numpy as np
 
-from sluice.converters.artifact.profile import ClassifierOutputs, Outputs, RegressorOutputs
+from sluice.converters.artifact.profile import ClassifierOutputs, Outputs, RegressorOutputs, ValueSummary
 from sluice.monitoring.features import as_text
 from sluice.monitoring.layout import Layout, Observation, WatchOptions, row_scores
 from sluice.monitoring.reference import NumericReference
-from sluice.monitoring.streams import Alarm, Stream, mean_stream, rate_stream, share_p1, standardize
+from sluice.monitoring.streams import (
+    Alarm,
+    Stream,
+    mean_stream,
+    rate_stream,
+    reference_rate,
+    share_p1,
+    standardize,
+)
 from sluice.monitoring.windows import Window
 
 #: A class with a larger share than this has no share stream (it has nowhere to rise to).
@@ -54,6 +64,8 @@ class PredictionWatch:
     def __init__(self, layout: Layout) -> None:
         self.layout = layout
         self.reference_from = "first_requests"
+        #: Where the score's reference came from (a profile without a score summary gives classes only).
+        self.score_from = "first_requests"
         self.score_ref: NumericReference | None = None
         self.class_shares: dict[str, float] | None = None
         self.score: Stream | None = None
@@ -66,28 +78,34 @@ class PredictionWatch:
         return (1 if layout.score_output else 0) + (len(layout.class_labels) if layout.label_output else 0)
 
     @staticmethod
-    def profiled(outputs: Outputs | None) -> tuple[dict[str, float] | None, dict[str, float] | None]:
-        """The score quantiles and class shares a profile's outputs give (None for what they lack)."""
+    def profiled(outputs: Outputs | None) -> tuple[ValueSummary | None, dict[str, float] | None]:
+        """The score summary and class shares a profile's outputs give (None for what they lack)."""
         if isinstance(outputs, ClassifierOutputs):
-            return dict(outputs.score_quantiles) or None, dict(outputs.class_shares) or None
-        if isinstance(outputs, RegressorOutputs) and outputs.value is not None:
-            return dict(outputs.value.quantiles) or None, None
+            return outputs.score_summary, dict(outputs.class_shares) or None
+        if isinstance(outputs, RegressorOutputs):
+            return outputs.value, None
         return None, None
 
     def streams(self) -> list[Stream]:
         return self.classes if self.score is None else [self.score, *self.classes]
 
-    def arm_from_profile(self, outputs: Outputs | None, arl: float, options: WatchOptions) -> None:
-        quantiles, shares = self.profiled(outputs)
-        if not quantiles and not shares:
-            return
+    @property
+    def wants_score(self) -> bool:
+        """The version has a score and no reference for it yet (it is taken from the first requests)."""
+        return self.layout.score_output is not None and self.score_ref is None
+
+    @property
+    def wants_classes(self) -> bool:
+        return self.layout.label_output is not None and self.class_shares is None
+
+    def arm_from_profile(self, outputs: Outputs | None, rows: int, arl: float, options: WatchOptions) -> None:
+        summary, shares = self.profiled(outputs)
         score = None
-        if quantiles and self.layout.score_output:
-            if isinstance(outputs, RegressorOutputs) and outputs.value is not None:
-                score = NumericReference.from_value(outputs.value)
-            else:
-                score = NumericReference.from_quantiles(quantiles)
-        self.arm(score, shares, "profile", arl, options)
+        if summary is not None and self.layout.score_output:
+            score = NumericReference.from_summary(summary, rows)
+            self.score_from = "profile"
+        if score is not None or shares:
+            self.arm(score, shares, "profile", arl, options, rows)
 
     def arm(
         self,
@@ -96,19 +114,22 @@ class PredictionWatch:
         source: str,
         arl: float,
         options: WatchOptions,
+        rows: int = 0,
     ) -> None:
+        """Arm what is given (a score reference, class shares estimated from ``rows``); keep the rest."""
         self.reference_from = source
-        self.score, self.classes = None, []
         if score is not None:
             self.score_ref = score
             self.score = mean_stream("prediction", "prediction", score, arl)
             self.window = Window.numeric(score, options.window_rows)
         if shares and self.layout.label_output:
             self.class_shares = {str(k): float(v) for k, v in shares.items()}
+            self.classes = []
             for label, p in self.class_shares.items():
                 if 0.0 < p < MAX_CLASS_SHARE:
+                    p0 = reference_rate(p, rows)
                     self.classes.append(
-                        rate_stream("prediction", "prediction", "class", p, share_p1(p), arl, detail=label)
+                        rate_stream("prediction", "prediction", "class", p0, share_p1(p0), arl, detail=label)
                     )
 
     def feed(self, got: Predictions) -> list[Alarm]:

@@ -19,6 +19,7 @@ from sluice.converters.artifact.profile import (
     Histogram,
     NumericFeature,
     Profile,
+    ValueSummary,
 )
 from sluice.monitoring.layout import Layout, Observation, WatchOptions
 from sluice.monitoring.streams import Alarm
@@ -72,6 +73,7 @@ def features_profile(seed: int) -> Profile:
         {"0": float(np.mean(score <= 0.5)), "1": float(np.mean(score > 0.5))},
         "positive_class_probability",
         _quantiles(score),
+        ValueSummary.of(score, _quantiles(score)),
     )
     return Profile(features, outputs, rows=5000)
 

@@ -78,15 +78,17 @@ class VersionMonitor:
         self._arl = per_detector_arl(self.options.target_false_alarms_per_100k, self.detectors())
         if self.profile is None:
             return
+        rows = self.profile.rows
         for name, watch in self.features.items():
             body = self.profile.features.get(name)
             if watch.source.categorical and isinstance(body, CategoricalFeature):
-                watch.arm(CategoricalReference.from_profile(body), "profile", self._arl, self.options)
+                ref = CategoricalReference.from_profile(body, rows)
+                watch.arm(ref, "profile", self._arl, self.options)
             elif not watch.source.categorical and isinstance(body, NumericFeature):
-                ref = NumericReference.from_profile(body)
-                if ref is not None:
-                    watch.arm(ref, "profile", self._arl, self.options, missing=body.missing)
-        self.prediction.arm_from_profile(self.profile.outputs, self._arl, self.options)
+                numeric = NumericReference.from_profile(body, rows)
+                if numeric is not None:
+                    watch.arm(numeric, "profile", self._arl, self.options, missing=body.missing)
+        self.prediction.arm_from_profile(self.profile.outputs, rows, self._arl, self.options)
 
     # ----- feeding ------------------------------------------------------------------------------
 
@@ -194,22 +196,24 @@ class VersionMonitor:
         self._windows.hold(watches, x)
 
     def _feed_prediction(self, got: Predictions) -> list[Alarm]:
+        """Feed what is armed; take what has no reference yet (score, classes) from the first rows."""
         watch = self.prediction
-        if watch.streams() or watch.reference_from != "first_requests":
-            return watch.feed(got)
+        profiled = watch.reference_from == "profile"
         ref_score = ref_shares = None
-        if got.score is not None:
+        rows = 0
+        if got.score is not None and watch.wants_score:
             sample = self._collect("score", got.score)
-            if sample is None:
-                return []
-            ref_score = NumericReference.from_values(sample)
-        if got.label is not None:
+            if sample is not None:
+                ref_score = NumericReference.from_values(sample)
+        if got.label is not None and watch.wants_classes and not profiled:
             labels = self._collect("label", got.label)
             if labels is not None:
-                ref_shares = CategoricalReference.from_values(labels).shares
+                classes = CategoricalReference.from_values(labels)
+                ref_shares, rows = classes.shares, classes.rows
+        alarms = watch.feed(got)
         if ref_score is not None or ref_shares is not None:
-            watch.arm(ref_score, ref_shares, "first_requests", self._arl, self.options)
-        return []
+            watch.arm(ref_score, ref_shares, watch.reference_from, self._arl, self.options, rows)
+        return alarms
 
     # ----- reading ------------------------------------------------------------------------------
 
@@ -271,6 +275,7 @@ class VersionMonitor:
             "features": features,
             "prediction": {
                 "reference_from": prediction_from,
+                "score_reference_from": p.score_from if p.score_ref is not None else None,
                 "reference": {
                     "score": None if p.score_ref is None else p.score_ref.to_json(),
                     "class_shares": p.class_shares,

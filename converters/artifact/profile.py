@@ -8,14 +8,20 @@ format 1::
       "rows": 569,
       "features": {
         "<numeric feature>": {"type": "numeric", "mean": m, "std": s, "min": lo, "max": hi,
-                              "quantiles": {"0.01": q, ...}, "histogram": {"edges": [...], "counts": [...]},
-                              "missing": 0.0},
+                              "quantiles": {"0.01": q, ...}, "histogram": {"edges": [...], "counts": [...],
+                              "atoms": {"values": [...], "counts": [...]}}, "missing": 0.0},
         "<categorical feature>": {"type": "categorical", "categories": {"month": 0.55, ...},
                                   "other": 0.0, "distinct": 3, "missing": 0.0}
       },
-      "outputs": {"class_shares": {...}, "score": "positive_class_probability", "score_quantiles": {...}}
-                 | {"value": {"mean": m, "std": s, "quantiles": {...}} | null}
+      "outputs": {"class_shares": {...}, "score": "positive_class_probability", "score_quantiles": {...},
+                  "score_summary": {"mean": m, "std": s, "quantiles": {...}, "histogram": {...}}}
+                 | {"value": {"mean": m, "std": s, "quantiles": {...}, "histogram": {...}} | null}
     }
+
+A histogram's ``atoms`` (optional: older profiles have none) are the values that hold a point mass
+of the sample (a score of exactly 0, a binary feature) and how many rows hold each; they are counted in
+the bins too, so the bins alone are the plain histogram. ``score_summary`` (optional as well) holds the
+score's exact mean and standard deviation: monitors never derive moments from the quantiles.
 
 ``to_json`` writes every key in that order (a numeric feature without values has ``null`` statistics);
 ``from_json`` also reads hand-written profiles that leave optional keys out (a feature's ``type``
@@ -38,7 +44,15 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+
 from .errors import ModelLoadError
+
+#: Equal-mass bins of a score's histogram (a bimodal score needs more than 10 equal-width ones).
+SCORE_BINS = 32
+#: A value held by at least this share of the rows is a point mass (an atom), at most MAX_ATOMS of them.
+ATOM_SHARE = 0.01
+MAX_ATOMS = 16
 
 #: Kinds of prediction score a classifier's profile names (the last two: no ``predict_proba``).
 SCORE_KINDS = frozenset(
@@ -48,10 +62,46 @@ SCORE_KINDS = frozenset(
 
 @dataclass(frozen=True)
 class Histogram:
-    """Counts of a numeric feature's values in ``len(counts)`` bins between ``edges``."""
+    """Counts of a numeric signal's values in ``len(counts)`` bins between ``edges``, and its point masses.
+
+    ``atoms`` are values that many rows hold exactly, ``atom_counts`` how many rows each (also counted in
+    their bins): a replay draws them as points, not spread uniformly over their bin.
+    """
 
     edges: tuple[float, ...]
     counts: tuple[int, ...]
+    atoms: tuple[float, ...] = ()
+    atom_counts: tuple[int, ...] = ()
+
+    @classmethod
+    def of(cls, values: np.ndarray, bins: int = SCORE_BINS, equal_mass: bool = False) -> Histogram:
+        """The histogram of finite ``values`` in ``bins`` equal-width (or equal-mass) bins, the values
+        that at least ``ATOM_SHARE`` of the rows hold as atoms.
+
+        >>> h = Histogram.of(np.array([0.0] * 6 + [0.5, 1.0, 1.0, 2.0]), 10)
+        >>> h.atoms, h.atom_counts
+        ((0.0, 1.0), (6, 2))
+        """
+        if equal_mass:
+            edges = np.unique(np.quantile(values, np.linspace(0.0, 1.0, bins + 1)))
+            counts, edges = np.histogram(values, bins=edges if edges.size > 1 else edges.repeat(2))
+        else:
+            counts, edges = np.histogram(values, bins=bins)
+        points, held = np.unique(values, return_counts=True)
+        top = np.argsort(-held, kind="stable")[:MAX_ATOMS]
+        top = np.sort(top[held[top] >= max(2, ATOM_SHARE * values.size)])
+        return cls(
+            tuple(float(e) for e in edges),
+            tuple(int(c) for c in counts),
+            tuple(float(v) for v in points[top]),
+            tuple(int(c) for c in held[top]),
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"edges": list(self.edges), "counts": list(self.counts)}
+        if self.atoms:
+            body["atoms"] = {"values": list(self.atoms), "counts": list(self.atom_counts)}
+        return body
 
 
 @dataclass(frozen=True)
@@ -75,9 +125,7 @@ class NumericFeature:
             "min": self.min,
             "max": self.max,
             "quantiles": None if self.quantiles is None else dict(self.quantiles),
-            "histogram": None
-            if self.histogram is None
-            else {"edges": list(self.histogram.edges), "counts": list(self.histogram.counts)},
+            "histogram": None if self.histogram is None else self.histogram.to_json(),
             "missing": self.missing,
         }
 
@@ -104,28 +152,50 @@ class CategoricalFeature:
 
 
 @dataclass(frozen=True)
-class ClassifierOutputs:
-    """What a classifier predicts on the sample: class shares (keys ``str(label)``) and score quantiles."""
-
-    class_shares: Mapping[str, float]
-    score: str | None = None
-    score_quantiles: Mapping[str, float] = field(default_factory=dict)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "class_shares": dict(self.class_shares),
-            "score": self.score,
-            "score_quantiles": dict(self.score_quantiles),
-        }
-
-
-@dataclass(frozen=True)
 class ValueSummary:
-    """Mean, spread and quantiles of a regressor's predicted value."""
+    """Mean, spread, quantiles and histogram of a predicted value (a regressor's, a classifier's score)."""
 
     mean: float
     std: float
     quantiles: Mapping[str, float]
+    histogram: Histogram | None = None
+
+    @classmethod
+    def of(cls, values: np.ndarray, quantiles: Mapping[str, float]) -> ValueSummary:
+        """Exact mean and standard deviation of finite ``values``, and their equal-mass histogram."""
+        return cls(
+            float(values.mean()), float(values.std()), quantiles, Histogram.of(values, equal_mass=True)
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"mean": self.mean, "std": self.std, "quantiles": dict(self.quantiles)}
+        if self.histogram is not None:
+            body["histogram"] = self.histogram.to_json()
+        return body
+
+
+@dataclass(frozen=True)
+class ClassifierOutputs:
+    """What a classifier predicts on the sample: class shares (keys ``str(label)``) and its score's law.
+
+    ``score_summary`` is None in profiles written before it existed: such a score is watched against the
+    first requests, never against moments interpolated from ``score_quantiles``.
+    """
+
+    class_shares: Mapping[str, float]
+    score: str | None = None
+    score_quantiles: Mapping[str, float] = field(default_factory=dict)
+    score_summary: ValueSummary | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "class_shares": dict(self.class_shares),
+            "score": self.score,
+            "score_quantiles": dict(self.score_quantiles),
+        }
+        if self.score_summary is not None:
+            body["score_summary"] = self.score_summary.to_json()
+        return body
 
 
 @dataclass(frozen=True)
@@ -135,10 +205,7 @@ class RegressorOutputs:
     value: ValueSummary | None
 
     def to_json(self) -> dict[str, Any]:
-        v = self.value
-        return {
-            "value": None if v is None else {"mean": v.mean, "std": v.std, "quantiles": dict(v.quantiles)}
-        }
+        return {"value": None if self.value is None else self.value.to_json()}
 
 
 Feature = NumericFeature | CategoricalFeature
@@ -241,9 +308,25 @@ def _histogram(value: Any, where: str) -> Histogram:
         raise _fail(where, "expected lists of edges and counts")
     if counts and len(edges) != len(counts) + 1:
         raise _fail(where, f"{len(edges)} edges for {len(counts)} bins (want one more edge than bins)")
+    atoms = _object(body.get("atoms", {"values": [], "counts": []}), f"{where}.atoms")
+    values, weights = atoms.get("values", []), atoms.get("counts", [])
+    if not isinstance(values, list) or not isinstance(weights, list) or len(values) != len(weights):
+        raise _fail(f"{where}.atoms", "expected lists of values and counts of one length")
     return Histogram(
         tuple(_number(e, f"{where}.edges") for e in edges),
         tuple(_integer(c, f"{where}.counts") for c in counts),
+        tuple(_number(v, f"{where}.atoms.values") for v in values),
+        tuple(_integer(c, f"{where}.atoms.counts") for c in weights),
+    )
+
+
+def _summary(value: dict[str, Any], where: str) -> ValueSummary:
+    histogram = value.get("histogram")
+    return ValueSummary(
+        _number(value.get("mean"), f"{where}.mean"),
+        _number(value.get("std"), f"{where}.std"),
+        _shares(value.get("quantiles") or {}, f"{where}.quantiles"),
+        None if histogram is None else _histogram(histogram, f"{where}.histogram"),
     )
 
 
@@ -252,20 +335,17 @@ def _outputs(body: dict[str, Any]) -> Outputs:
         score = body.get("score")
         if score is not None and score not in SCORE_KINDS:
             raise _fail("outputs.score", f"expected one of {', '.join(sorted(SCORE_KINDS))}, got {score!r}")
+        summary = body.get("score_summary")
         return ClassifierOutputs(
             _shares(body["class_shares"], "outputs.class_shares"),
             score,
             _shares(body.get("score_quantiles") or {}, "outputs.score_quantiles"),
+            None
+            if summary is None
+            else _summary(_object(summary, "outputs.score_summary"), "outputs.score_summary"),
         )
     if "value" in body:
         if body["value"] is None:
             return RegressorOutputs(None)
-        value = _object(body["value"], "outputs.value")
-        return RegressorOutputs(
-            ValueSummary(
-                _number(value.get("mean"), "outputs.value.mean"),
-                _number(value.get("std"), "outputs.value.std"),
-                _shares(value.get("quantiles") or {}, "outputs.value.quantiles"),
-            )
-        )
+        return RegressorOutputs(_summary(_object(body["value"], "outputs.value"), "outputs.value"))
     raise _fail("outputs", "expected 'class_shares' (a classifier) or 'value' (a regressor)")
