@@ -182,6 +182,7 @@ class ModelRegistry:
         self._on_ready = on_ready
         self._on_retire = on_retire
         self._disabled: set[str] = set()
+        self._skipped: set[Path] = set()
         self._lock = asyncio.Lock()
 
     # ----- reading -----------------------------------------------------------------------------
@@ -262,9 +263,18 @@ class ModelRegistry:
                 log.error("model %s: %s; using the gateway's batching defaults", model, exc)
                 batching = self.settings.batching
             allow_nan = self.settings.allow_nan if config.allow_nan is None else config.allow_nan
-            # Only ASCII digits name a version: a directory called '١' or '03x' is not one.
-            numbered = ((parse_version(p.name), p) for p in model_dir.iterdir() if p.is_dir())
-            versions = [v for v, p in numbered if v is not None and p.name == str(v)]
+            # Only ASCII digits name a version: a directory called '١' or '03x' is not one. It is
+            # reported once and skipped; the scan of every other version and model goes on.
+            versions = []
+            for entry in model_dir.iterdir():
+                number = parse_version(entry.name) if entry.is_dir() else None
+                if number is not None and entry.name == str(number):
+                    versions.append(number)
+                elif entry.is_dir() and not entry.name.startswith(".") and entry not in self._skipped:
+                    self._skipped.add(entry)
+                    log.warning(
+                        "%s: %r is not a version directory (ASCII digits, from 1): skipped", model, entry.name
+                    )
             for version in config.version_policy.select(versions):
                 vdir = model_dir / str(version)
                 fingerprint = _fingerprint(vdir / MODEL_FILE, vdir / MANIFEST_FILE)

@@ -88,6 +88,7 @@ class RolloutManager:
         self._windows: dict[tuple[str, int], GateWindow] = {}
         self._digests: dict[tuple[Path, int], str] = {}
         self._fingerprint: tuple[int, int] | None = None
+        self._settling: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
         # A shared store: only the lease holder (the owner) drives rollouts; one process owns them alone.
         self.shared = store.shared
@@ -164,8 +165,13 @@ class RolloutManager:
         while True:
             await asyncio.sleep(TICK_S)
             try:
-                if self._stat() != self._fingerprint:
-                    self.reload()
+                seen = self._stat()
+                if seen != self._fingerprint:
+                    # Apply a changed file once it stood still for a whole tick: an editor that truncates
+                    # then writes is never caught half-way (a half file may still parse).
+                    if seen == self._settling:
+                        self.reload()
+                    self._settling = seen
                 if self.shared:
                     await self.store.sync()
                     self.metrics.rollout_store_up.set(self.store.up is not False)
@@ -194,6 +200,11 @@ class RolloutManager:
         if self.path is None:
             raise NotFoundError("no rollouts file is configured (rollout_file / --rollout)")
         self._fingerprint = self._stat()
+        if self._fingerprint is None and self.file is not None:
+            # Deleting the file is how a user says "stop routing by it"; an empty one is refused.
+            self.apply(RolloutFile())
+            log.warning("rollouts file %s was removed: routing by it stops", self.path)
+            return True
         try:
             file = self._read()
         except ConfigError as exc:

@@ -215,6 +215,8 @@ class RolloutFile(_Strict):
 
     version: int = 1
     models: dict[str, ModelRollouts] = Field(default_factory=dict)
+    #: A file that names no models is refused (an editor caught mid-write, a wrong file) unless it says so.
+    allow_empty: bool = False
 
 
 def problems(file: RolloutFile, versions: Mapping[str, Iterable[int]] | None = None) -> list[str]:
@@ -222,6 +224,11 @@ def problems(file: RolloutFile, versions: Mapping[str, Iterable[int]] | None = N
     out: list[str] = []
     if file.version != 1:
         out.append(f"version: {file.version} is not supported (only 1)")
+    if not file.models and not file.allow_empty:
+        out.append(
+            "models: the file names no models (empty, comments only or `models: {}`); write "
+            "`allow_empty: true` to stop routing by it on purpose, or delete the file"
+        )
     for name, entry in file.models.items():
         where = f"models.{name}"
         if versions is not None:

@@ -361,3 +361,41 @@ def test_the_monitoring_endpoint_follows_the_admin_token_when_one_is_set(make_se
     assert ok.status_code == 200
     public = make_server(admin_token="s3cret", monitoring_access="public")
     assert public.client.get("/v2/models/clf/monitoring").status_code == 200
+
+
+# ----- the rollouts file survives what editors and people do to it ---------------------------------
+
+SPLIT = "models:\n  clf:\n    traffic:\n      weights: {1: 100}\n    labels: {blue: 1}\n"
+
+
+def test_an_empty_rollouts_file_is_refused_while_serving_and_a_deleted_one_stops_routing(
+    make_server: Any, tmp_path: Any
+) -> None:
+    from tests.integration.rollout_helpers import wait_for
+
+    rollouts = tmp_path / "rollouts.yaml"
+    rollouts.write_text(SPLIT)
+    server = make_server(rollout_file=rollouts, state_dir=tmp_path / "state")
+    client: httpx.Client = server.client
+
+    def rejected() -> float:
+        line = "sluice_rollout_config_rejected_total "
+        return sum(
+            float(x.split()[-1]) for x in client.get("/metrics").text.splitlines() if x.startswith(line)
+        )
+
+    def blue() -> int:
+        return client.post("/v2/models/clf/labels/blue/infer", json=GOOD).status_code
+
+    assert blue() == 200
+    for n, text in enumerate(("", "# only a comment\n", "models: {}\n"), start=1):
+        rollouts.write_text(text)
+        wait_for(lambda n=n: rejected() >= n, f"the rejection of {text!r}")
+        assert blue() == 200  # the previous routing stays
+    rollouts.write_text("allow_empty: true\nmodels: {}\n")  # said explicitly: applied
+    wait_for(lambda: blue() == 404, "the explicit empty file")
+    rollouts.write_text(SPLIT)
+    wait_for(lambda: blue() == 200, "the file again")
+    rollouts.unlink()
+    wait_for(lambda: blue() == 404, "routing by the deleted file to stop")
+    assert_serves(client)
