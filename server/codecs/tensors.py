@@ -57,6 +57,24 @@ def json_values(
 MAX_DEPTH = 64
 
 
+def nulls_as_nan(name: str, data: list[Any], datatype: str, depth: int = 0) -> list[Any]:
+    """Float ``data`` with JSON ``null`` read as NaN (a missing value), for models that accept NaN.
+
+    JSON has no NaN (bare ``NaN`` is invalid, ``"NaN"`` a string): ``null`` is how a client says
+    missing. Other datatypes, and models without ``allow_nan``, keep rejecting it.
+    """
+    if datatype not in FLOATS or type(data) is not list:
+        return data
+    if depth >= MAX_DEPTH:
+        raise BadRequestError(
+            f"input {name!r}: data is nested deeper than {MAX_DEPTH} levels", details={"input": name}
+        )
+    return [
+        np.nan if v is None else nulls_as_nan(name, v, datatype, depth + 1) if type(v) is list else v
+        for v in data
+    ]
+
+
 def _flat_strings(name: str, data: Sequence[Any], error: type[SluiceError]) -> list[str]:
     """Row-major strings of nested ``data``; iterative, so no nesting can exhaust the stack."""
     flat: list[str] = []

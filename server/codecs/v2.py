@@ -36,7 +36,7 @@ from sluice.server.codecs.fields import (
     requested_outputs,
     short,
 )
-from sluice.server.codecs.tensors import cast, json_data, json_values
+from sluice.server.codecs.tensors import cast, json_data, json_values, nulls_as_nan
 
 __all__ = [
     "InferRequest",
@@ -134,6 +134,8 @@ def decode_v2(
                 # Bools are ints to numpy, so [1.0, true] passes dtype inference; a byte scan of the
                 # JSON keeps the exact per-element check off requests that cannot contain one.
                 maybe_bool = body.find(b"true", 0, json_end) >= 0 or body.find(b"false", 0, json_end) >= 0
+            if allow_nan and body.find(b"null", 0, json_end) >= 0:
+                data = nulls_as_nan(name, data, datatype)  # JSON has no NaN: null is a missing value
             arr = json_values(name, data, datatype, maybe_bool, BadRequestError)
             if arr.size != count:
                 raise BadRequestError(

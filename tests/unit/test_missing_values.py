@@ -46,3 +46,26 @@ def test_without_nan_accepted_there_is_no_missing_stream() -> None:
     with_missing = monitor(rng, watch_missing=True)
     with_missing.feed(chunk(rng, 500, 0))
     assert sum(s.signal == "missing" for s in with_missing.streams()) == len(FEATURES)
+
+
+def test_v2_json_reads_null_as_missing_for_a_model_that_accepts_nan() -> None:
+    import orjson
+    import pytest
+
+    from sluice.converters.artifact.errors import SluiceError
+    from sluice.converters.artifact.manifest import TensorSpec
+    from sluice.server.codecs.v2 import decode_v2
+
+    signature = [TensorSpec("x", "FP32", (-1, 2), ("a", "b"))]
+    body = orjson.dumps(
+        {"inputs": [{"name": "x", "datatype": "FP32", "shape": [2, 2], "data": [[1.5, None], [None, 2.0]]}]}
+    )
+    x = decode_v2(body, header_length=None, signature=signature, allow_nan=True).inputs["x"]
+    assert x.dtype == np.float32 and np.isnan(x).tolist() == [[False, True], [True, False]]
+    assert x[0, 0] == 1.5 and x[1, 1] == 2.0
+    with pytest.raises(SluiceError):  # without allow_nan, null stays an error
+        decode_v2(body, header_length=None, signature=signature)
+    ints = [TensorSpec("n", "INT64", (-1,), ("n",))]
+    body = orjson.dumps({"inputs": [{"name": "n", "datatype": "INT64", "shape": [2], "data": [1, None]}]})
+    with pytest.raises(SluiceError):  # integers have no missing value
+        decode_v2(body, header_length=None, signature=ints, allow_nan=True)
