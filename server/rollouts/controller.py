@@ -283,6 +283,10 @@ class RolloutController:
         self.phase, self.failures, self.verdict, self.reason = Phase.IDLE, 0, None, ""
         self.tick()
 
+    def note(self, kind: str, reason: str) -> None:
+        """Record an event about the rollout that is not a transition (a new leader takes it over)."""
+        self._event(kind, self._clock(), reason)
+
     # ----- persistence -----------------------------------------------------------------------------
 
     def snapshot(self) -> dict[str, Any]:

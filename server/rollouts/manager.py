@@ -30,7 +30,7 @@ from sluice.converters.artifact.manifest import Manifest
 from sluice.monitoring.metrics import Metrics
 from sluice.server.registry import ModelRegistry, ModelVersion
 from sluice.server.rollouts.comparison import judge_for
-from sluice.server.rollouts.controller import Phase, RolloutController
+from sluice.server.rollouts.controller import ACTIVE, Phase, RolloutController
 from sluice.server.rollouts.exported import (
     export_evaluation,
     export_progress,
@@ -40,7 +40,7 @@ from sluice.server.rollouts.exported import (
 )
 from sluice.server.rollouts.gates import Analyzer, DriftSource, FleetWindow, GateWindow
 from sluice.server.rollouts.plan import Plan, policy_of
-from sluice.server.rollouts.prometheus import PrometheusFigures
+from sluice.server.rollouts.prometheus import PrometheusFigures, refresh_due
 from sluice.server.rollouts.shadowing import Mirror, OnPair
 from sluice.server.rollouts.spec import RolloutFile, Shadow, read_rollouts
 from sluice.server.rollouts.store import StateStore
@@ -134,15 +134,17 @@ class RolloutManager:
             self.owner = False
             self.metrics.rollout_leader.set(0)
             log.warning("process %d lost the rollouts' lease (%s): following", os.getpid(), self.store.where)
-        if self.owner or not self._lock.try_acquire():
-            return
-        self._follow(force=True)  # carry on from the previous owner's last decisions
-        self.owner = True
-        self.metrics.rollout_leader.set(1)
-        for model, plan in self.plans.items():  # a store that lost its state gets ours back
-            if plan.controller is not None and model not in self.store.load():
+        if not self.owner and self._lock.try_acquire():
+            self._follow(force=True)  # carry on from the previous owner's last decisions
+            self.owner = True
+            self.metrics.rollout_leader.set(1)
+            log.info("process %d owns the rollouts (%s)", os.getpid(), self.store.where)
+            for plan in self.plans.values():  # the event log says who carries each rollout on, from where
+                if plan.controller is not None and plan.controller.phase in ACTIVE:
+                    plan.controller.note("leader", f"process {os.getpid()} leads it on from here")
+        for model, plan in self.plans.items() if self.owner else ():  # a store that lost its state
+            if plan.controller is not None and model not in self.store.load():  # gets ours back
                 self._save(model, plan.controller.snapshot())
-        log.info("process %d owns the rollouts (%s)", os.getpid(), self.store.where)
 
     def _follow(self, *, force: bool = False) -> None:
         """Rebuild the controllers from the stored state when another process has rewritten it."""
@@ -248,9 +250,10 @@ class RolloutManager:
 
     def window(self, model: str, version: int) -> GateWindow:
         found = self._windows.get((model, version))
-        if found is None:
-            found = self._windows[(model, version)] = GateWindow()
-        return found
+        return found if found is not None else self._windows.setdefault((model, version), GateWindow())
+
+    def _manifest(self, model: str, version: int) -> Manifest | None:
+        return mv.manifest if (mv := self._ready(model).get(version)) is not None else None
 
     def _ready(self, model: str) -> dict[int, ModelVersion]:
         return {mv.version: mv for mv in self.registry.versions(model)}
@@ -311,17 +314,9 @@ class RolloutManager:
         log.warning("%s: rollout gate figures from prometheus unavailable: %s", model, why)
 
     async def _refresh_figures(self) -> None:
-        """Read Prometheus (in worker threads) for every rollout whose next evaluation is due."""
-        due = []
-        now = self._clock()
-        for plan in self.plans.values():
-            c, spec = plan.controller, plan.entry.rollout
-            if plan.figures is None or c is None or spec is None or not self.owner or not c.moving:
-                continue
-            if now - c.last_eval >= spec.analysis.interval:
-                due.append(plan.figures.refresh())
-        if due:
-            await asyncio.gather(*due)
+        if self.owner:  # only the leader evaluates
+            plans = self.plans.values()
+            await refresh_due([(p.figures, p.controller, p.entry.rollout) for p in plans], self._clock())
 
     def _emit(self, event: dict[str, Any]) -> None:
         line = self.store.append(event)

@@ -27,12 +27,15 @@ import math
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
 from sluice.converters.artifact.errors import PrometheusError
 from sluice.server.rollouts.gates import Stats
 from sluice.server.rollouts.spec import RolloutSpec
+
+if TYPE_CHECKING:
+    from sluice.server.rollouts.controller import RolloutController
 
 ROUTED = "split|sticky|default"
 ERROR_OUTCOMES = frozenset({"server_error", "shed", "timeout"})
@@ -166,3 +169,21 @@ class PrometheusFigures:
         if self.latest is None:
             return Stats(source=SOURCE, unavailable="prometheus: no figures read yet")
         return self.latest.get(version) or Stats(source=SOURCE, unavailable="prometheus: version not queried")
+
+
+async def refresh_due(
+    rollouts: Sequence[tuple[PrometheusFigures | None, RolloutController | None, RolloutSpec | None]],
+    now: float,
+) -> None:
+    """Read Prometheus (in worker threads) for every moving rollout whose next evaluation is due."""
+    due = [
+        figures.refresh()
+        for figures, c, spec in rollouts
+        if figures is not None
+        and c is not None
+        and spec is not None
+        and c.moving
+        and now - c.last_eval >= spec.analysis.interval
+    ]
+    if due:
+        await asyncio.gather(*due)
