@@ -20,6 +20,7 @@ import sys
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import numpy as np
 import pytest
@@ -284,15 +285,25 @@ def test_every_dashboard_query_is_valid_promql(tmp_path: Path, promtool: str) ->
 # ----- Kubernetes -------------------------------------------------------------------------------
 
 
-def k8s_objects() -> dict[str, dict[str, Any]]:
-    """Every object in docker/k8s by kind (each kind appears once)."""
-    objects: dict[str, dict[str, Any]] = {}
+def k8s_documents() -> list[dict[str, Any]]:
+    """Every object in docker/k8s."""
+    found: list[dict[str, Any]] = []
     for path in sorted(K8S.glob("*.yaml")):
         for document in yaml.safe_load_all(path.read_text()):
             assert {"apiVersion", "kind"} <= set(document), path
             assert document["kind"] == "Kustomization" or document["metadata"]["name"], path
-            assert document["kind"] not in objects, f"two {document['kind']} objects"
-            objects[document["kind"]] = document
+            found.append(document)
+    return found
+
+
+def k8s_objects(name: str = "sluice") -> dict[str, dict[str, Any]]:
+    """The objects named ``name`` (the gateway's by default, and the Kustomization) by kind, each once."""
+    objects: dict[str, dict[str, Any]] = {}
+    for document in k8s_documents():
+        if document["kind"] != "Kustomization" and document["metadata"]["name"] != name:
+            continue
+        assert document["kind"] not in objects, f"two {document['kind']} objects named {name}"
+        objects[document["kind"]] = document
     return objects
 
 
@@ -388,6 +399,38 @@ def test_k8s_service_hpa_pdb_and_podmonitor_select_the_deployment() -> None:
     assert (target["kind"], target["name"]) == ("Deployment", deployment["metadata"]["name"])
     assert [m["resource"]["name"] for m in hpa["metrics"]] == ["cpu"]
     assert 1 <= hpa["minReplicas"] <= hpa["maxReplicas"]
+
+
+def test_k8s_replicas_share_one_rollout_store(monkeypatch: pytest.MonkeyPatch) -> None:
+    gateway = k8s_objects()
+    redis = k8s_objects("sluice-redis")
+    assert {"Deployment", "Service"} <= set(redis)
+    assert gateway["Deployment"]["spec"]["replicas"] > 1
+    assert gateway["HorizontalPodAutoscaler"]["spec"]["minReplicas"] > 1
+    (container,) = pod_spec()["containers"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    check_environment(monkeypatch, env)
+    store = urlsplit(env["SLUICE_ROLLOUT_STORE"])
+    service = redis["Service"]
+    assert (store.scheme, store.hostname) == ("redis", service["metadata"]["name"])
+    (port,) = service["spec"]["ports"]
+    assert store.port == port["port"]
+    pod = redis["Deployment"]["spec"]["template"]
+    assert service["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+    (server,) = pod["spec"]["containers"]
+    assert port["targetPort"] in {p["name"] for p in server["ports"]}
+    assert server["args"][0] == "redis-server" and server["securityContext"]["readOnlyRootFilesystem"]
+    # The gateway's own selectors must not pick up the store's pods.
+    assert not gateway["Service"]["spec"]["selector"].items() <= pod["metadata"]["labels"].items()
+
+
+def test_compose_gateway_names_the_redis_service(monkeypatch: pytest.MonkeyPatch) -> None:
+    services = compose()["services"]
+    gateway, redis = services["gateway"], services["redis"]
+    check_environment(monkeypatch, gateway["environment"])
+    store = urlsplit(gateway["environment"]["SLUICE_ROLLOUT_STORE"])
+    assert (store.scheme, store.hostname, store.port) == ("redis", "redis", 6379)
+    assert "redis" in gateway["depends_on"] and redis["command"][0] == "redis-server"
 
 
 # ----- Grafana dashboard ------------------------------------------------------------------------
