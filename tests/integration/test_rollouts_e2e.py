@@ -149,3 +149,23 @@ def test_a_restart_mid_rollout_resumes_the_same_step_and_the_cli_drives_it(
     monkeypatch.setenv("SLUICE_ADMIN_TOKEN", "wrong")
     assert sluice(["rollout", "abort", "clf", "--url", third.url]) == 2
     assert "401" in capsys.readouterr().err
+
+
+def test_a_new_candidate_in_a_changed_file_starts_a_new_rollout_after_a_failed_one(
+    make_server: Any, repository: Path, tmp_path: Path, fitted: dict[str, Any]
+) -> None:
+    _, sample = fitted["clf"]
+    threshold = float(np.quantile(sample[:, 0], 0.8))
+    make_failing_on_large_first_feature(copy_version(repository, "clf", 1, 2), threshold)
+    copy_version(repository, "clf", 1, 3)  # the fixed model, loaded from the start
+    server = start(make_server, repository, tmp_path)
+    with load(server.url, sample):
+        wait_for(lambda: phase(server)["phase"] == "failed", "the rollback of 2")
+        rollouts = tmp_path / "rollouts.yaml"
+        rollouts.write_text(ROLLOUT.format(steps=TWO_STEPS).replace("candidate: 2", "candidate: 3"))
+        wait_for(lambda: phase(server)["candidate"] == 3, "the changed file applied", timeout_s=30)
+        wait_for(lambda: phase(server)["phase"] == "succeeded", "the promotion of 3", timeout_s=60)
+    log = [(e["event"], e["rollout"].split("->")[1][0]) for e in events(tmp_path)]
+    assert ("rolled_back", "2") in log and ("started", "3") in log and log[-1] == ("succeeded", "3"), log
+    r = server.client.post("/v2/models/clf/infer", json=v2_row(sample[0]))
+    assert r.headers["x-model-version"] == "3"
