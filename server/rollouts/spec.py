@@ -307,6 +307,7 @@ def _rollout_problems(where: str, spec: RolloutSpec) -> list[str]:
             elif step.weight < previous:
                 out.append(f"{at}: weight {step.weight:g} is below the previous step's {previous:g}")
             previous = max(previous, step.weight)
+    out += _pairs_problems(where, spec, steps)
     a = spec.analysis
     if a.window < a.interval:
         out.append(f"{where}.analysis: window ({a.window:g}s) is shorter than interval ({a.interval:g}s)")
@@ -328,6 +329,20 @@ def _rollout_problems(where: str, spec: RolloutSpec) -> list[str]:
         if not given:
             out.append(f"{at}: {gate.metric} needs a threshold ({' or '.join(allowed)})")
     return out
+
+
+def _pairs_problems(where: str, spec: RolloutSpec, steps: list[Step]) -> list[str]:
+    """A gate that needs compared pairs must get some: from shadow steps, or weight steps below 100."""
+    if not any(g.metric == "shadow_disagreement" for g in spec.gates):
+        return []
+    if spec.shadow is not None and spec.shadow.compare.mode == "none":
+        return [f"{where}.gates: shadow_disagreement needs compared pairs, but shadow.compare.mode is none"]
+    if not any((s.shadow or 0) > 0 or 0 < (s.weight or 0) < 100 for s in steps):
+        return [
+            f"{where}.gates: shadow_disagreement would never get a pair: no shadow step and no weight step "
+            "below 100 (weight steps mirror the stable's requests to the candidate)"
+        ]
+    return []
 
 
 def _source_problems(where: str, a: Analysis) -> list[str]:

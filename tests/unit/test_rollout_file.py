@@ -219,6 +219,19 @@ def test_the_minimal_file_and_its_shorthand(tmp_path: Path) -> None:
             "models.churn.rollout.analysis.interval: '5 minutes' is not a duration (like 30s, 10m, 1h)",
         ),
         ("models.churn.rollout.stepz", [], "unknown key 'models.churn.rollout.stepz'"),
+        # gates that need pairs must be able to get some
+        (
+            "models.churn.rollout.steps",
+            [{"weight": 100, "for": "10m"}],
+            "models.churn.rollout.gates: shadow_disagreement would never get a pair: no shadow step and no "
+            "weight step below 100",
+        ),
+        (
+            "models.churn.rollout.shadow",
+            {"version": 8, "compare": {"mode": "none"}},
+            "models.churn.rollout.gates: shadow_disagreement needs compared pairs, but shadow.compare.mode "
+            "is none",
+        ),
         (
             "models.churn.rollout.on_failure",
             "retry",
