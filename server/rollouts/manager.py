@@ -122,7 +122,8 @@ class RolloutManager:
                 await mirror.stop()
             if plan.controller is not None and self.owner:
                 self._save(plan.controller.model, plan.controller.snapshot())
-        await self.store.close()  # flushes what is queued and hands the lease back
+        if self.path is not None:
+            await self.store.close()  # flushes what is queued and hands the lease back
         self.owner = False
         self.metrics.rollout_leader.set(0)
 

@@ -19,6 +19,7 @@ from tests.integration.rollout_helpers import (
     v2_row,
     wait_for,
 )
+from tests.integration.support import metric
 
 pytestmark = pytest.mark.integration
 
@@ -169,3 +170,30 @@ def test_a_new_candidate_in_a_changed_file_starts_a_new_rollout_after_a_failed_o
     assert ("rolled_back", "2") in log and ("started", "3") in log and log[-1] == ("succeeded", "3"), log
     r = server.client.post("/v2/models/clf/infer", json=v2_row(sample[0]))
     assert r.headers["x-model-version"] == "3"
+
+
+def test_a_rollout_held_by_too_little_traffic_says_what_it_waits_for(
+    make_server: Any, repository: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:  # fmt: skip
+    copy_version(repository, "clf", 1, 2)
+    rollouts = tmp_path / "rollouts.yaml"
+    rollouts.write_text(
+        ROLLOUT.format(steps=TWO_STEPS).replace(
+            "failure_limit: 2", "failure_limit: 2, insufficient_after: 1s"
+        )
+    )
+    server = make_server(rollout_file=rollouts, admin_token=TOKEN)  # no traffic at all
+    wait_for(lambda: phase(server)["waiting_for"] is not None, "the rollout to say it waits")
+    assert phase(server)["waiting_for"].startswith("error_rate (0 of 10 candidate samples)")
+    body = server.client.get("/v2/rollouts/clf", headers=AUTH).json()
+    assert body["models"]["clf"]["waiting_for"] == phase(server)["waiting_for"]
+    waiting = [e for e in body["events"] if e["event"] == "waiting"]
+    assert len(waiting) == 1 and waiting[0]["reason"].startswith("waiting for error_rate (0 of 10")
+    held = 'sluice_rollout_waiting_seconds{gate="error_rate",model="clf"}'
+    assert metric(server, held) >= 1.0
+    monkeypatch.setenv("SLUICE_ADMIN_TOKEN", TOKEN)
+    assert sluice(["rollout", "status", "--url", server.url]) == 0
+    assert "  waiting for: error_rate (0 of 10 candidate samples)" in capsys.readouterr().out
+    # The default state directory sits beside the rollouts file, not in the working directory.
+    assert (tmp_path / ".sluice" / "rollouts-events.jsonl").is_file()
