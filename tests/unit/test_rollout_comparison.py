@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from sluice.converters.artifact.manifest import Manifest, TensorSpec
@@ -11,8 +9,6 @@ from sluice.converters.artifact.profile import Profile, RegressorOutputs, ValueS
 from sluice.server.rollouts.comparison import DEFAULT_RTOL, compare, judge_for
 from sluice.server.rollouts.gates import GateWindow
 from sluice.server.rollouts.spec import Compare
-from sluice.server.rollouts.store import open_store
-from sluice.server.settings import Settings
 
 CLASSIFIER = Manifest(
     inputs=[TensorSpec("input", "FP32", (-1, 4))],
@@ -99,11 +95,3 @@ def test_a_window_counts_compared_rows() -> None:
     window.compared(2.0, agree=False)
     stats = window.stats(2.0, 10.0)
     assert (stats.compared, stats.disagreements) == (101, 4)
-
-
-def test_the_state_directory_sits_beside_the_rollouts_file(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    rollouts = tmp_path / "conf" / "rollouts.yaml"
-    monkeypatch.chdir(tmp_path)
-    store = open_store(Settings(rollout_file=Path("conf/rollouts.yaml")))
-    assert store.where == str(rollouts.parent / ".sluice")
-    assert open_store(Settings(rollout_file=rollouts, state_dir=tmp_path / "s")).where == str(tmp_path / "s")
