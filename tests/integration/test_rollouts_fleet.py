@@ -217,7 +217,8 @@ def traffic(replicas: list[Replica], rows: np.ndarray, seconds: float = 90) -> I
 
 
 def agree(replicas: list[Replica], step: int, phase: str) -> bool:
-    return all((r.rollout()["step"], r.rollout()["phase"]) == (step, phase) for r in replicas)
+    states = [r.rollout() for r in replicas]
+    return all((s["step"], s["phase"]) == (step, phase) for s in states)
 
 
 def events_of(replica: Replica) -> list[dict[str, Any]]:
