@@ -94,7 +94,8 @@ def run_scenario(s: Scenario, seeds: int) -> Result:
             per = 0
         alarms = run(profile, t, per, options)
         kinds = {"drift"} if s.kind == "drift" else {s.kind}
-        t0 = PRE
+        # Health streams learn their live baseline from the first request on: they count every request.
+        t0 = PRE if s.unit == "rows" else options.reference_size + PRE
         relevant = [
             a for a in alarms if a.stream.kind in kinds and (not s.signals or a.stream.signal in s.signals)
         ]

@@ -24,8 +24,9 @@ class Observation(NamedTuple):
     inputs: dict[str, np.ndarray] | None
     outputs: dict[str, np.ndarray] | None
     latency_s: float
-    error: bool
+    error: bool  # the version's fault (a 5xx)
     at: float  # monotonic time
+    client_error: bool = False  # a 4xx: counted in the client-errors stream only
 
 
 @dataclass(frozen=True)

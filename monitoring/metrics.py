@@ -285,7 +285,8 @@ class Metrics:
         )
         self.incidents = Counter(
             "sluice_monitoring_incidents",
-            "Monitoring incidents started, by kind (drift, prediction, latency, errors).",
+            "Monitoring incidents started, by kind (drift, prediction, latency, errors, client_errors, "
+            "shadow).",
             ["model", "version", "kind"],
             registry=r,
         )

@@ -138,6 +138,25 @@ class Monitor:
         self._queued_rows += rows
         queue.put_nowait((vm, Observation(inputs, outputs, latency_s, error, self._clock())))
 
+    def observe_client_error(self, model: str, version: int) -> None:
+        """Hand over one request answered 4xx (the client's fault); never blocks.
+
+        It feeds the client-errors stream only: never the version's latency, errors or features.
+        """
+        vm = self._versions.get((model, version))
+        queue = self._queue
+        if vm is None or queue is None:
+            return
+        rate = vm.options.sample_rate
+        if rate < 1.0 and random.random() >= rate:
+            return
+        if queue.full():
+            vm.dropped += 1
+            self._dropped[(model, version)].inc()
+            return
+        self._queued_rows += 1
+        queue.put_nowait((vm, Observation(None, None, 0.0, False, self._clock(), True)))
+
     def observe_pair(
         self, model: str, version: int, primary: dict[str, Any], shadow: dict[str, Any], agree: bool
     ) -> None:
@@ -327,6 +346,7 @@ class Monitor:
         body["prediction"]["drift"] = ("prediction", "prediction") in open_by_subject
         body["latency"]["anomaly"] = ("latency", "latency") in open_by_subject
         body["errors"]["anomaly"] = ("errors", "errors") in open_by_subject
+        body["client_errors"]["anomaly"] = ("client_errors", "client_errors") in open_by_subject
         if body["shadow"] is not None:
             body["shadow"]["anomaly"] = ("shadow", "shadow") in open_by_subject
         body["incidents"] = history

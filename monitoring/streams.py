@@ -10,9 +10,7 @@ Mean-change detectors miss what they are not fed (monitoring.md), so each signal
 | categorical feature | indicator per known category, and of an unseen one | ``BernoulliCUSUM`` (up) |
 | prediction score | ``z`` of the score | two-sided ``CUSUM`` |
 | predicted class | indicator per class | ``BernoulliCUSUM`` (share up) |
-| latency | ``log`` latency, standardised | River ``PageHinkley`` (up), against its own past |
-| latency tail | latency above the reference p99 | ``BernoulliCUSUM`` |
-| errors | error bit | ``BernoulliCUSUM`` |
+| latency, latency tail, errors, client errors | see ``sluice.monitoring.health`` | live baselines |
 
 ``z`` is clipped to +-8 so one absurd value cannot raise an alarm alone. Every threshold comes from
 ``sluice.monitoring.calibration``; calibrations are cached by what they depend on, so versions with the same
@@ -39,7 +37,6 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import numpy as np
-from river import drift
 
 from sluice.monitoring.bernoulli import BernoulliCUSUM
 from sluice.monitoring.calibration import (
@@ -47,7 +44,6 @@ from sluice.monitoring.calibration import (
     bernoulli_threshold,
     calibrate,
     cusum_alarms,
-    replay_alarms,
     wald_theta,
 )
 from sluice.monitoring.cusum import CUSUM, update_each
@@ -69,14 +65,6 @@ MISSING_LIFT = 2.0
 MIN_RATE = 0.001
 #: The error rate watched for: this times the reference's (itself at least MIN_RATE).
 ERROR_LIFT = 5.0
-TAIL_QUANTILE = 0.99
-#: The rate of requests above the reference p99 watched for: this times the reference's.
-TAIL_LIFT = 3.0
-#: Standard errors added to the reference's tail rate (see ``tail_threshold``).
-TAIL_MARGIN_SE = 0.5
-#: PageHinkley allowance on standardised log latency (a 20 % median rise is ~0.6 sigma of typical jitter).
-LATENCY_DELTA = 0.25
-LATENCY_MIN_INSTANCES = 30
 #: z**2 scales with the variance's error, and a scale error moves a skewed statistic's run length more
 #: than a shift of its mean (measured: 3 holds the rate for references of 100 to 100,000 rows).
 VARIANCE_SCALE_ERROR = 3.0
@@ -113,10 +101,10 @@ class Stream:
     """One derived stream and its detector: what it watches, its count of samples and its last alarms."""
 
     def __init__(self, kind: str, subject: str, signal: str, detector: Detector, detail: str = "") -> None:
-        self.kind = kind  # drift | prediction | latency | errors
+        self.kind = kind  # drift | prediction | latency | errors | client_errors
         self.subject = subject  # feature name, or the kind
         self.signal = (
-            signal  # mean | variance | share | unseen | score | class | latency | latency_tail | errors
+            signal  # mean | variance | share | unseen | score | class | latency | latency_tail | errors...
         )
         self.detail = detail  # the category or class a share stream watches
         self.detector = detector
@@ -145,13 +133,12 @@ class Stream:
     def state(self) -> dict[str, Any]:
         d: Any = self.detector
         statistic = getattr(d, "statistic", None)
-        if statistic is None and isinstance(d, drift.PageHinkley):
-            statistic = d._sum_increase - d._min_increase if d._min_increase != float("inf") else 0.0
+        threshold = float(d.threshold)
         body: dict[str, Any] = {
             "signal": self.signal,
             "detector": type(d).__name__,
             "statistic": None if statistic is None else round(float(statistic), 4),
-            "threshold": round(float(d.threshold), 4),
+            "threshold": round(threshold, 4) if math.isfinite(threshold) else None,  # None: still learning
             "samples": self.samples,
             "alarms": self.alarms,
         }
@@ -250,40 +237,6 @@ def rate_stream(
 
 def share_p1(p0: float) -> float:
     return min(p0 * SHARE_LIFT, p0 + 0.5 * (1.0 - p0))
-
-
-def latency_stream(ref: NumericReference, target_arl: float) -> Stream:
-    """PageHinkley (up) on standardised log latency: a rise against the stream's own recent past."""
-
-    def make(h: float) -> Detector:
-        return drift.PageHinkley(LATENCY_MIN_INSTANCES, LATENCY_DELTA, h, alpha=1.0, mode="up")
-
-    def compute() -> float:
-        z = standardize(ref.draw(np.random.default_rng(3), 50_000), ref)
-        return calibrate(
-            lambda h, z: replay_alarms(make(h), z.tolist()),
-            lambda rng, n: standardize(ref.draw(rng, n), ref),
-            theta=wald_theta(z - z.mean() - LATENCY_DELTA),
-            target_arl=target_arl,
-        )
-
-    h = _cached(("latency", ref.key(), target_arl), compute)
-    return Stream("latency", "latency", "latency", make(h))
-
-
-def tail_threshold(latencies: np.ndarray) -> tuple[float, float]:
-    """The reference p99 latency, and the rate of requests above it to calibrate the tail CUSUM for.
-
-    The p99 of a couple of thousand requests rests on about 20 exceedances: when it lands low, the true
-    rate above it is higher than the sample's 1 %, and a CUSUM calibrated for 1 % alarms too often (S0:
-    1.57 false alarms per 100k over 20 reference draws of 2,000, against 1). Half a standard error above
-    the sample's rate brings that to 0.78, for a slower tail detection (2 % of requests +200 ms: median
-    474 -> 593 requests for this detector alone; PageHinkley on log latency often fires first).
-    """
-    q = float(np.quantile(latencies, TAIL_QUANTILE))
-    n = max(latencies.size, 1)
-    p = max(float(np.mean(latencies > q)), 1.0 / n, MIN_RATE)
-    return q, p + TAIL_MARGIN_SE * math.sqrt(p * (1.0 - p) / n)
 
 
 def log_latency(seconds: np.ndarray) -> np.ndarray:

@@ -270,7 +270,7 @@ class VersionMonitor:
             "reference": {
                 "features": sorted({f["reference_from"] for f in features.values()}),
                 "prediction": prediction_from,
-                "latency_and_errors": "first_requests" if h.detectors else "collecting",
+                "latency_and_errors": "live",
             },
             "features": features,
             "prediction": {
@@ -283,19 +283,5 @@ class VersionMonitor:
                 "current": None if p.window is None else p.window.to_json(),
                 "detectors": detectors(p.streams()),
             },
-            "latency": {
-                "reference": None
-                if h.latency_ref is None
-                else {
-                    "median_s": round(float(np.exp(h.latency_ref.quantiles["0.5"])), 6),
-                    "p99_s": round(h.tail_s, 6),
-                },
-                "detectors": detectors(
-                    [] if h.detectors is None else [h.detectors.latency, h.detectors.tail]
-                ),
-            },
-            "errors": {
-                "reference_rate": h.error_rate if h.detectors else None,
-                "detectors": detectors([] if h.detectors is None else [h.detectors.errors]),
-            },
+            **h.snapshot(detectors),
         }

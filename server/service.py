@@ -232,3 +232,5 @@ class InferenceService:
         if self.monitor is not None and (status == 200 or fault):
             inputs = served.request.inputs if served.request is not None else None
             self.monitor.observe(mv.model, mv.version, inputs, served.outputs, seconds, fault)
+        elif self.monitor is not None and 400 <= status < 499:  # the client's: its own stream only
+            self.monitor.observe_client_error(mv.model, mv.version)

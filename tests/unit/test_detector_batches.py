@@ -224,8 +224,8 @@ def test_the_budget_is_split_over_the_detectors_a_profiled_version_builds(watch_
     planned = vm.detectors()
     vm.feed(observations(traffic(np.random.default_rng(5), 4000, 200, 0.01), 20))
     snapshot = vm.snapshot(mono_now=300.0, wall_now=0.0)
-    assert snapshot["reference"]["latency_and_errors"] == "first_requests"  # health built too
-    assert planned == len(vm.streams()) == (4 * 3 if watch_missing else 4 * 2) + 5 + 1 + 2 + 3
+    assert snapshot["reference"]["latency_and_errors"] == "live"  # health built too
+    assert planned == len(vm.streams()) == (4 * 3 if watch_missing else 4 * 2) + 5 + 1 + 2 + 4
 
 
 @pytest.mark.parametrize("seed", range(6))
