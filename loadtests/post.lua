@@ -2,6 +2,14 @@
 -- Arguments after "--": BODY_FILE MAX_REQUESTS [HEADER: VALUE ...]
 local max_requests = 0
 local seen = 0
+-- WRK_THINK_MS: each connection waits this long before its next request, as a real client between two
+-- calls (and, after a 503, before it tries again); 0 (the default): back to back, a pure closed loop.
+local think_ms = tonumber(os.getenv("WRK_THINK_MS") or "0")
+if think_ms > 0 then
+  function delay()
+    return think_ms
+  end
+end
 
 function init(args)
   local f = assert(io.open(args[1], "rb"))

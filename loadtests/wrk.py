@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -64,8 +65,12 @@ def run(
     duration_s: float,
     headers: dict[str, str] | None = None,
     timeout_s: float = 10.0,
+    think_ms: float = 0.0,
 ) -> WrkResult:
-    """One wrk run (one thread) against ``url``; the request POSTs the bytes of ``body``."""
+    """One wrk run (one thread) against ``url``; the request POSTs the bytes of ``body``.
+
+    ``think_ms``: each connection pauses this long before its next request (a client's think time).
+    """
     parse_target(url)  # refuses anything but 127.0.0.1
     all_headers = {"Content-Type": "application/json", **(headers or {})}
     max_requests = int(MAX_RPS_BOUND * duration_s)
@@ -83,7 +88,10 @@ def run(
         str(max_requests),
         *(f"{k}: {v}" for k, v in all_headers.items()),
     ]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=duration_s + timeout_s + 30)
+    env = {**os.environ, "WRK_THINK_MS": str(int(think_ms))}
+    done = subprocess.run(
+        command, capture_output=True, text=True, timeout=duration_s + timeout_s + 30, env=env
+    )
     line = next((ln for ln in done.stdout.splitlines() if ln.startswith("WRK_JSON ")), None)
     if done.returncode != 0 or line is None:
         raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip() or done.stdout[-300:]}")

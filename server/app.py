@@ -20,6 +20,7 @@ from sluice.monitoring.layout import Layout
 from sluice.monitoring.metrics import Metrics, forget_dead_workers, multiprocess_dir
 from sluice.monitoring.monitor import Monitor
 from sluice.server.execution.executors import ExecutorFactory
+from sluice.server.http.decoding import LargeDecodes
 from sluice.server.http.errors import HANDLERS
 from sluice.server.http.inference import InferenceEndpoint
 from sluice.server.http.protocol import GuardedProtocol
@@ -80,6 +81,7 @@ class Gateway:
         self.service = InferenceService(
             settings, self.registry, self.routing, self.rollouts, self.metrics, self.monitor
         )
+        self.large_decodes = LargeDecodes()
         self.ready = False
         self._poller: asyncio.Task[None] | None = None
 
@@ -114,6 +116,7 @@ class Gateway:
             self.monitor.forget(mv.model, mv.version)
 
     async def start(self) -> None:
+        self.large_decodes.start()
         shared = multiprocess_dir()
         if shared is not None:
             # A worker that crashed left its live gauges (in flight, queue rows...) behind: drop them.
@@ -144,6 +147,7 @@ class Gateway:
         gc.unfreeze()  # collectable again (a test process starts and stops many gateways)
         self.ready = False
         self.service.accepting = False
+        self.large_decodes.stop()
         if self._poller is not None:
             self._poller.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -188,7 +192,7 @@ def create_app(settings: Settings) -> InferenceEndpoint:
         lifespan=lifespan,
         exception_handlers=HANDLERS,
     )
-    return InferenceEndpoint(app, gateway.service, settings)
+    return InferenceEndpoint(app, gateway.service, settings, gateway.large_decodes)
 
 
 def create_app_from_environment() -> InferenceEndpoint:

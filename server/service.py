@@ -143,6 +143,9 @@ class InferenceService:
             route = decide(self.routing.table, target, headers, query, self._draw)
             served.reason = route.reason
             mv = served.version = self._serving(target.model, route.version)
+            busy = mv.executor.overloaded()
+            if busy is not None:  # shed before the body is read: under overload a shed must be cheap
+                raise mv.executor.shed(busy)
             try:
                 request = served.request = await decode(mv)
             except RecursionError as exc:  # the decoders are iterative where it matters; a safety net

@@ -58,11 +58,11 @@ class BatchingSettings(BaseModel):
         4096, ge=1, description="Most rows waiting per version; beyond it requests get 503 at once."
     )
     max_queue_wait_ms: float | None = Field(
-        50.0,
+        None,
         gt=0,
-        description="Admission by time: while the oldest queued request has waited longer than this, new "
-        "requests are shed at once (503 + Retry-After) instead of queueing behind it. Never below "
-        "max_queue_delay_us. null: by rows only (max_queue_size).",
+        description="Admission by time (CoDel): while every batch taken for 100 ms waited longer than this, "
+        "new requests are shed before their body is read (503 + Retry-After). Off (null) by default: "
+        "measured on a loop-bound gateway it shed more than it saved (docs/benchmarks.md, Overload).",
     )
     instances: int = Field(1, ge=1, description="Concurrent executions per version.")
     intra_op_threads: int = Field(1, ge=0, description="onnxruntime intra-op threads (0: its default).")

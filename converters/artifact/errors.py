@@ -44,6 +44,11 @@ class SluiceError(Exception):
         self.message = message
         self.details = details or {}
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross process boundaries (large bodies are decoded in worker processes): keep the
+        # message, the details and any attribute of a subclass (Retry-After), whatever its __init__ takes.
+        return (_restore, (type(self), self.message, dict(self.__dict__)))
+
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.message, "code": self.code}
         if self.details:
@@ -162,3 +167,10 @@ class PrometheusError(SluiceError):
 
     status = 502
     code = "prometheus"
+
+
+def _restore(cls: type[SluiceError], message: str, state: dict[str, Any]) -> SluiceError:
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error

@@ -66,6 +66,44 @@ class Pending:
         self.timer: asyncio.TimerHandle | None = None
 
 
+class DelayGuard:
+    """Admission by time, CoDel's way: shed new requests while the queue holds a standing delay.
+
+    Fed the shortest wait in each batch taken (``taken``). A wait over ``target_s`` that persists for a
+    whole ``interval_s`` (every batch taken in that time waited too long) means the queue is not draining;
+    from then on ``shedding`` is true until a batch is taken with a wait under the target, or the queue
+    empties. A burst that drains within the interval (a busy event loop catching up) sheds nothing.
+
+    >>> guard = DelayGuard(target_s=0.02)
+    >>> guard.taken(0.03, now=1.00); guard.shedding
+    False
+    >>> guard.taken(0.04, now=1.05); guard.taken(0.05, now=1.11); guard.shedding
+    True
+    >>> guard.taken(0.001, now=1.12); guard.shedding
+    False
+    """
+
+    def __init__(self, target_s: float | None, interval_s: float = 0.1) -> None:
+        self.target_s = target_s
+        self.interval_s = interval_s
+        self.shedding = False
+        self._above_since: float | None = None
+
+    def taken(self, wait_s: float, now: float) -> None:
+        if self.target_s is None:
+            return
+        if wait_s <= self.target_s:
+            self.reset()
+        elif self._above_since is None:
+            self._above_since = now
+        elif now - self._above_since >= self.interval_s:
+            self.shedding = True
+
+    def reset(self) -> None:
+        self._above_since = None
+        self.shedding = False
+
+
 def check_rows(inputs: Tensors, rows: int) -> None:
     """Every input holds exactly ``rows`` rows (``InvalidInputError`` naming the first that does not)."""
     if isinstance(rows, bool) or not isinstance(rows, int) or rows < 1:

@@ -12,8 +12,7 @@ per request with a deadline. Times are read from the injected ``clock``; a timer
 ``when - clock()`` seconds of loop time and, when it fires, re-checks ``clock()`` and re-arms if early.
 That is exact when ``clock`` is the loop's own clock (``time.monotonic`` under asyncio, the default),
 and tests run on a loop whose ``time()`` is a fake clock they advance, so the real timer path runs
-deterministically with no sleeps. Timer precision is the loop's: asyncio's epoll waits in whole
-milliseconds (a lone request under a 500 us delay answers in ~1.3 ms), uvloop in ~0.6 ms.
+deterministically with no sleeps. Timer precision is the loop's (asyncio ~1 ms, uvloop ~0.6 ms).
 """
 
 from __future__ import annotations
@@ -33,6 +32,7 @@ from sluice.converters.artifact.errors import (
 )
 from sluice.server.execution.batches import (
     BatchObserver,
+    DelayGuard,
     NullObserver,
     Pending,
     RunModel,
@@ -67,9 +67,7 @@ class Batcher:
     ones under sustained high-priority load. An admitted request only leaves the queue by being taken,
     by its deadline (``DeadlineExceededError``), by its caller's cancellation, or by ``stop()``.
 
-    ``inputs`` must already be validated against the model's signature (same names, dtypes and trailing
-    dimensions in every request); a batch whose concatenation or execution fails fails each of its
-    requests with ``InternalError``.
+    Inputs must be validated against the signature already; a failing batch fails each request (500).
     """
 
     def __init__(
@@ -92,7 +90,7 @@ class Batcher:
         self._delay_s = config.max_queue_delay_us / 1e6
         self._preferred = tuple(sorted(set(config.preferred_batch_sizes)))
         wait_ms = config.max_queue_wait_ms
-        self._wait_budget_s = None if wait_ms is None else max(wait_ms / 1e3, self._delay_s)
+        self._guard = DelayGuard(None if wait_ms is None else max(wait_ms / 1e3, self._delay_s))
         self._high: deque[Pending] = deque()
         self._normal: deque[Pending] = deque()
         self._queued_rows = 0
@@ -192,19 +190,8 @@ class Batcher:
                 retry_after_s=1,
                 details={"reason": "queue_full"},
             )
-        # Admission by time (CoDel's idea): while the oldest request has waited over the budget the queue
-        # is not draining; a fast 503 now keeps the wait of those admitted within the budget.
-        if (
-            self._wait_budget_s is not None
-            and self._queued_rows
-            and now - self._oldest() > self._wait_budget_s
-        ):
-            self._observer.on_shed("queue_delay")
-            raise OverloadedError(
-                f"{self._label}overloaded: requests wait over {self.config.max_queue_wait_ms} ms",
-                retry_after_s=1,
-                details={"reason": "queue_delay"},
-            )
+        if self.overloaded() is not None:  # admission by time: see ``overloaded``
+            raise self.shed("queue_delay")
 
         future: asyncio.Future[Tensors] = loop.create_future()
         request = Pending(inputs, rows, future, deadline, now, priority == 1)
@@ -224,6 +211,21 @@ class Batcher:
                 self._observer.on_shed("disconnected")
                 self._check_idle()
             raise
+
+    def overloaded(self) -> str | None:
+        """``"queue_delay"`` while the queue holds a standing delay (``DelayGuard``), else None."""
+        if not self._guard.shedding:
+            return None
+        if not self._queued_rows:
+            self._guard.reset()  # drained: admit again
+            return None
+        return "queue_delay"
+
+    def shed(self, reason: str) -> OverloadedError:
+        """Count one request shed for ``reason`` and the error that answers it (503 + Retry-After)."""
+        self._observer.on_shed(reason)
+        message = f"{self._label}overloaded: requests wait over {self.config.max_queue_wait_ms} ms"
+        return OverloadedError(message, retry_after_s=1, details={"reason": reason})
 
     # ----- queue -----------------------------------------------------------------------------------
 
@@ -360,6 +362,7 @@ class Batcher:
 
     def _launch(self, batch: tuple[Pending, ...], now: float) -> None:
         queue_s = [now - request.enqueued for request in batch]
+        self._guard.taken(min(queue_s), now)
         self._running.add(batch)
         if self._pool is None:
             try:

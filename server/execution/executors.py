@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from sluice.converters.artifact.errors import DeadlineExceededError
+from sluice.converters.artifact.errors import DeadlineExceededError, OverloadedError
 from sluice.converters.artifact.manifest import TensorSpec
 from sluice.monitoring.metrics import Metrics
 from sluice.server.execution.batches import RunModel, Tensors
@@ -45,6 +45,14 @@ class Executor(Protocol):
     ) -> Tensors: ...
 
     async def stop(self, drain_timeout_s: float = 5.0) -> None: ...
+
+    def overloaded(self) -> str | None:
+        """Why a new request should be shed right now (before its body is read), or None."""
+        ...
+
+    def shed(self, reason: str) -> OverloadedError:
+        """Count one request shed for ``reason`` and the error that answers it."""
+        ...
 
 
 class DirectExecutor:
@@ -92,6 +100,12 @@ class DirectExecutor:
     async def stop(self, drain_timeout_s: float = 5.0) -> None:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
+
+    def overloaded(self) -> str | None:
+        return None  # no queue of its own to judge by; max_connections bounds what waits
+
+    def shed(self, reason: str) -> OverloadedError:
+        return OverloadedError(f"overloaded ({reason})", details={"reason": reason})
 
 
 class BatchMetrics:

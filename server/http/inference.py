@@ -33,6 +33,7 @@ from sluice.converters.artifact.errors import (
     VersionNotFoundError,
 )
 from sluice.server.codecs import InferRequest, decode_v1, decode_v2, decompress, encode_v1, encode_v2
+from sluice.server.http.decoding import OFFLOAD_BYTES, LargeDecodes
 from sluice.server.http.errors import JSON, render
 from sluice.server.registry import ModelVersion
 from sluice.server.routing import Target, parse_version
@@ -233,13 +234,6 @@ async def run_until_disconnect(receive: Receive, work: Awaitable[Any]) -> Any:
         watch.close()
 
 
-#: Bodies from this size on are decoded on a worker thread: a 256 KiB JSON body takes ~2 ms to decode,
-#: about the most one request may hold the event loop.
-OFFLOAD_BYTES = 256 * 1024
-#: How many large bodies may be decoded at once: peak memory is about this many times the JSON limit
-#: times ten (what JSON numbers cost as Python objects while they are read).
-LARGE_DECODES = 2
-
 #: zlib level for responses: most of the size win on JSON numbers for a fraction of level 6's CPU.
 COMPRESS_LEVEL = 1
 
@@ -276,11 +270,13 @@ def compress(payload: bytes, encoding: str) -> bytes:
 class InferenceEndpoint:
     """ASGI app: inference requests served directly, everything else by ``app``."""
 
-    def __init__(self, app: ASGIApp, service: InferenceService, settings: Settings) -> None:
+    def __init__(
+        self, app: ASGIApp, service: InferenceService, settings: Settings, large: LargeDecodes
+    ) -> None:
         self.app = app
         self.service = service
         self.settings = settings
-        self._large_decodes = asyncio.Semaphore(LARGE_DECODES)
+        self._large = large
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["method"] == "POST":
@@ -339,12 +335,9 @@ class InferenceEndpoint:
                     max_elements=settings.max_elements,
                     allow_nan=mv.allow_nan,
                 )
-            if len(body) < OFFLOAD_BYTES:
+            if (json_length or 0) < OFFLOAD_BYTES:
                 return work()
-            # A large decode on the event loop would stall every other request (and the health checks)
-            # for its duration: run it on a worker thread, a bounded number at a time (memory).
-            async with self._large_decodes:
-                return await asyncio.to_thread(work)
+            return await self._large.run(work)  # off the loop: see sluice.server.http.decoding
 
         served = await self.service.infer(
             target,

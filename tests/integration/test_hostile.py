@@ -399,3 +399,31 @@ def test_an_empty_rollouts_file_is_refused_while_serving_and_a_deleted_one_stops
     rollouts.unlink()
     wait_for(lambda: blue() == 404, "routing by the deleted file to stop")
     assert_serves(client)
+
+
+def test_large_json_bodies_are_decoded_off_the_loop_with_the_same_answers(gateway: Any) -> None:
+    rows = np.random.default_rng(1).random((50_000, 4), dtype=np.float32)
+    body = {
+        "inputs": [{"name": "input", "shape": [50_000, 4], "datatype": "FP32", "data": rows.ravel().tolist()}]
+    }
+    data = orjson.dumps(body)
+    assert len(data) > 1024 * 1024  # past OFFLOAD_BYTES: decoded in a worker process
+    r = gateway.client.post("/v2/models/clf/infer", content=data)
+    assert r.status_code == 200, r.text[:300]
+    small = gateway.client.post(
+        "/v2/models/clf/infer",
+        json={
+            "inputs": [
+                {"name": "input", "shape": [2, 4], "datatype": "FP32", "data": rows[:2].ravel().tolist()}
+            ]
+        },
+    )
+    label = next(o for o in r.json()["outputs"] if o["name"] == "label")
+    assert label["shape"] == [50_000] and label["data"][:2] == small.json()["outputs"][0]["data"]
+    # Errors raised in the worker process come back as the same 4xx, with their details.
+    body["inputs"][0]["shape"] = [50_000, 3]
+    assert_client_error(gateway.client.post("/v2/models/clf/infer", content=orjson.dumps(body)))
+    body["inputs"][0]["datatype"] = "BYTES"
+    r = gateway.client.post("/v2/models/clf/infer", content=orjson.dumps(body))
+    assert_client_error(r)
+    assert r.json()["details"]["input"] == "input"  # details survive the trip back from the worker

@@ -125,6 +125,10 @@ class FakeModel:
         self._gated = False
         self._gate.release(100)
 
+    def step(self) -> None:
+        """Let exactly one gated execution finish."""
+        self._gate.release(1)
+
 
 class Recorder:
     """A ``BatchObserver`` that keeps everything and lets a test wait for a queue depth."""
@@ -309,26 +313,31 @@ def test_a_request_larger_than_the_whole_queue_is_admitted_into_an_empty_queue()
 # ----- deadlines, disconnects, back-pressure --------------------------------------------------------------
 
 
-def test_while_the_oldest_waits_over_the_budget_newcomers_are_shed_at_once() -> None:
+def test_a_standing_queue_delay_sheds_newcomers_and_a_drained_queue_admits_again() -> None:
     async def body(loop: FakeClockLoop) -> None:
         config = BatchingSettings(max_batch_size=1, max_queue_delay_us=0, max_queue_wait_ms=20)
         batcher, model, recorder = await started(loop, config, gated=True)
-        busy = send(batcher, 1)
+        tasks = [send(batcher, 1)]
         await model.started.get()
-        waiting = send(batcher, 2)
-        await recorder.queued(1)
-        loop.advance(0.010)  # within the budget: still admitted
-        admitted = send(batcher, 3)
-        await recorder.queued(2)
-        loop.advance(0.015)  # the oldest has now waited 25 ms: the queue is not draining
+        tasks += [send(batcher, caller) for caller in (2, 3, 4)]
+        await recorder.queued(3)
+        loop.advance(0.030)
+        model.step()  # 2 is taken having waited 30 ms, over the 20 ms target: the interval starts
+        await model.started.get()
+        assert batcher.overloaded() is None  # one late batch may be a burst draining: nothing shed
+        loop.advance(0.150)
+        model.step()  # 3 is taken still over the target a whole interval later: a standing queue
+        await model.started.get()
+        assert batcher.overloaded() == "queue_delay"
         with pytest.raises(OverloadedError) as shed:
-            await batcher.infer(rows_of(4, 1), 1)
+            await batcher.infer(rows_of(6, 1), 1)
         assert shed.value.status == 503 and shed.value.details == {"reason": "queue_delay"}
         assert recorder.shed == ["queue_delay"]
         model.open()
-        for task, caller in ((busy, 1), (waiting, 2), (admitted, 3)):
+        for caller, task in enumerate(tasks, start=1):
             check(await task, caller, 1)  # nobody already admitted is dropped
-        check(await send(batcher, 5), 5, 1)  # drained: admitted again
+        assert batcher.overloaded() is None  # drained: admitted again
+        check(await send(batcher, 7), 7, 1)
         await batcher.stop()
 
     run(body)

@@ -1,0 +1,48 @@
+"""Where large JSON bodies are decoded: a small pool of worker processes, never the event loop.
+
+orjson (like every JSON parser for Python) holds the GIL for a whole parse: an 8 MiB body of tiny values
+takes ~100 ms, and a worker *thread* would stall the event loop, health checks included, just as long.
+Bodies whose JSON is ``OFFLOAD_BYTES`` or more are therefore decoded in one of ``workers`` processes
+(``spawn``: nothing of the gateway's threads is forked), at most ``workers`` at a time, which also bounds
+the memory their Python objects take (about 10-15x the JSON's size each, in the worker, freed after).
+The pool starts with the gateway and stops with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import multiprocessing
+from collections.abc import Callable
+from concurrent.futures import ProcessPoolExecutor
+
+from sluice.server.codecs import InferRequest
+
+#: JSON from this size on is decoded in a worker process (a 1 MiB body takes ~10 ms on the loop).
+OFFLOAD_BYTES = 1024 * 1024
+
+
+class LargeDecodes:
+    """A bounded process pool for decoding large request bodies; see the module docstring."""
+
+    def __init__(self, workers: int = 2) -> None:
+        self._workers = workers
+        self._slots = asyncio.Semaphore(workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def start(self) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
+        for _ in range(self._workers):  # start the processes now, not on the first large request
+            self._pool.submit(int)
+
+    async def run(self, work: Callable[[], InferRequest]) -> InferRequest:
+        """``work()`` in a worker process (``work`` must pickle: a module-level function and its args)."""
+        if self._pool is None:
+            raise RuntimeError("LargeDecodes.start() was not called")
+        async with self._slots:
+            return await asyncio.get_running_loop().run_in_executor(self._pool, work)
+
+    def stop(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
