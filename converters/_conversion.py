@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -14,6 +14,7 @@ import numpy as np
 
 from sluice.converters.artifact.errors import ConversionError
 from sluice.converters.artifact.manifest import Manifest
+from sluice.converters.artifact.profile import Profile
 
 from . import _onnx, _repository
 from ._adapters import adapt
@@ -82,6 +83,7 @@ def convert(
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
     profile: bool = True,
+    calibrate: Callable[[Profile], Mapping[str, Any]] | None = None,
 ) -> ConversionResult:
     """Convert ``model`` to ONNX, check parity on ``sample``, and write the next version of ``name``.
 
@@ -91,7 +93,9 @@ def convert(
     tolerance it tries a float64 graph where the converter can write one, and records the choice in
     ``manifest.source["options"]``.
     Nothing is written unless parity passes. ``profile=False`` leaves ``manifest.profile`` empty, for
-    samples that do not stand for real traffic (such as a synthetic one).
+    samples that do not stand for real traffic (such as a synthetic one). ``calibrate`` (the monitor's,
+    passed in by ``sluice convert``: converters never import the monitor) measures the profile's
+    calibration once, stored in it so the gateway need not replay it at load.
     """
     say = progress or (lambda _message: None)
     _repository.check_name(name)
@@ -174,6 +178,8 @@ def convert(
             categorical=[n for n, k in zip(data.names, data.kinds, strict=True) if k == CATEGORICAL],
             probabilities=adapter.compared == "probabilities",
         )
+        if calibrate is not None:
+            reference = replace(reference, calibration=calibrate(reference))
     manifest = Manifest(
         inputs=inputs,
         outputs=outputs_spec,

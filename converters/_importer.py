@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -82,6 +83,7 @@ def import_onnx(
     output_roles: Mapping[str, str] | None = None,
     dry_run: bool = False,
     progress: Callable[[str], None] | None = None,
+    calibrate: Callable[[Profile], Mapping[str, Any]] | None = None,
 ) -> ConversionResult:
     """Write ``path`` (an ONNX file) as the next version of ``name``; ``report`` is None.
 
@@ -119,6 +121,8 @@ def import_onnx(
         feeds = data.feeds(np.arange(data.rows), precision, [a.name for a in args])
         outputs = _onnx.run(session, feeds)
         reference = _profile(data, outputs, roles, _class_labels(model))
+        if calibrate is not None:  # the monitor's, as for convert()
+            reference = replace(reference, calibration=calibrate(reference))
     elif not per_column and width and not features:
         features = [f"f{i}" for i in range(width)]
     inputs, outputs_spec = _onnx.signature(session, features, roles=roles)

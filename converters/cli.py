@@ -192,6 +192,7 @@ def run(args: argparse.Namespace) -> int:
                 output_roles=_output_roles(args.output_role),
                 dry_run=args.dry_run,
                 progress=progress,
+                calibrate=getattr(args, "calibrate", None),
             )
             return _done(result, args.dry_run)
         model = adapt(load(args.model, framework))
@@ -218,6 +219,7 @@ def run(args: argparse.Namespace) -> int:
             dry_run=args.dry_run,
             progress=progress,
             profile=with_profile,
+            calibrate=getattr(args, "calibrate", None),  # the monitor's, set by ``sluice convert``
         )
     except ConversionError as exc:
         print(f"sluice convert: error: {exc.message}", file=sys.stderr)

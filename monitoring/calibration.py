@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -126,6 +127,55 @@ def cusum_alarms(increments: np.ndarray, threshold: float, block: int = 4096) ->
     return alarms
 
 
+@dataclass(frozen=True)
+class Pilot:
+    """What a replay measured of one detector's stream, whatever the target: the run length ``arl`` at
+    threshold ``h``, the exponent ``theta`` and the stream's kurtosis (for the widening of
+    ``sluice.monitoring.streams``). Settings-free, so a converter can store it in the profile and any
+    target false-alarm rate gets its threshold in closed form (``threshold``).
+    """
+
+    h: float
+    arl: float
+    theta: float
+    kurtosis: float = 3.0
+
+    def threshold(self, target_arl: float) -> float:
+        """The threshold at which the detector has about ``target_arl`` samples between false alarms."""
+        return self.h + math.log(MARGIN * target_arl / self.arl) / self.theta
+
+    def to_json(self) -> list[float]:
+        return [self.h, self.arl, self.theta, self.kurtosis]
+
+    @classmethod
+    def from_json(cls, body: Any) -> Pilot:
+        h, arl, theta, kurtosis = (float(v) for v in body)
+        return cls(h, arl, theta, kurtosis)
+
+
+def pilot(
+    count: Callable[[float, np.ndarray], int],
+    draw: Callable[[np.random.Generator, int], np.ndarray],
+    *,
+    theta: float,
+    kurtosis: float = 3.0,
+    seed: int = 0,
+) -> Pilot:
+    """Replay the detector's stream at the pilot run lengths: what ``Pilot.threshold`` extrapolates from.
+
+    ``count(threshold, values)`` replays ``values`` through the detector and counts its alarms;
+    ``draw(rng, n)`` gives ``n`` samples of the detector's stream as it looks without drift.
+    """
+    rng = np.random.default_rng(seed)
+    h = math.log(PILOT_ARLS[0]) / theta
+    arl = PILOT_ARLS[0]
+    for target in PILOT_ARLS:
+        h = max(h + math.log(target / arl) / theta, 0.0)
+        n = int(target * PILOT_ALARMS)
+        arl = n / max(count(h, draw(rng, n)), 0.5)
+    return Pilot(h, arl, theta, kurtosis)
+
+
 def calibrate(
     count: Callable[[float, np.ndarray], int],
     draw: Callable[[np.random.Generator, int], np.ndarray],
@@ -134,19 +184,8 @@ def calibrate(
     target_arl: float,
     seed: int = 0,
 ) -> float:
-    """The threshold at which a detector has about ``target_arl`` samples between false alarms.
-
-    ``count(threshold, values)`` replays ``values`` through the detector and counts its alarms;
-    ``draw(rng, n)`` gives ``n`` samples of the detector's stream as it looks without drift.
-    """
-    rng = np.random.default_rng(seed)
-    h = math.log(PILOT_ARLS[0]) / theta
-    arl = PILOT_ARLS[0]
-    for pilot in PILOT_ARLS:
-        h = max(h + math.log(pilot / arl) / theta, 0.0)
-        n = int(pilot * PILOT_ALARMS)
-        arl = n / max(count(h, draw(rng, n)), 0.5)
-    return h + math.log(MARGIN * target_arl / arl) / theta
+    """The threshold at which a detector has about ``target_arl`` samples between false alarms."""
+    return pilot(count, draw, theta=theta, seed=seed).threshold(target_arl)
 
 
 @lru_cache(maxsize=256)

@@ -41,9 +41,10 @@ import numpy as np
 from sluice.monitoring.bernoulli import BernoulliCUSUM
 from sluice.monitoring.calibration import (
     Detector,
+    Pilot,
     bernoulli_threshold,
-    calibrate,
     cusum_alarms,
+    pilot,
     wald_theta,
 )
 from sluice.monitoring.cusum import CUSUM, update_each
@@ -161,53 +162,79 @@ def widening(theta_h: float, k: float, offset_variance: float) -> float:
     return theta_h * offset_variance / (2.0 * k)
 
 
+#: ``theta`` of a stream whose increments are never positive (a constant feature): any change alarms.
+MAX_THETA = 20.0
+
+
+def _theta(increments: np.ndarray) -> float:
+    try:
+        return min(wald_theta(increments), MAX_THETA)
+    except ValueError:
+        return MAX_THETA
+
+
 def _kurtosis(z: np.ndarray) -> float:
     return max(float(np.mean(z**4)), 1.0)
 
 
-def mean_stream(kind: str, subject: str, ref: NumericReference, target_arl: float) -> Stream:
-    """Two-sided CUSUM on the value's z-score, its allowance widened for a reference of few rows."""
+def mean_pilot(ref: NumericReference) -> Pilot:
+    """The replay a z-score CUSUM's threshold comes from (cached, or seeded from a stored profile)."""
 
-    def compute() -> tuple[float, float]:
+    def compute() -> Pilot:
         z = standardize(ref.draw(np.random.default_rng(1), 50_000), ref)
-        theta = min(wald_theta(z - MEAN_K), wald_theta(-z - MEAN_K))
-        h = calibrate(
+        return pilot(
             lambda h, z: cusum_alarms(np.stack([z - MEAN_K, -z - MEAN_K]), h),
             lambda rng, n: standardize(ref.draw(rng, n), ref),
-            theta=theta,
-            target_arl=target_arl,
+            theta=min(_theta(z - MEAN_K), _theta(-z - MEAN_K)),
+            kurtosis=_kurtosis(z),
         )
-        if not ref.rows:
-            return h, MEAN_K
-        # The mean's error (1/n), and the spread's, which scales the increments (k^2 (kurtosis - 1) / n).
-        offset = (1.0 + MEAN_K**2 * (_kurtosis(z) - 1.0)) / ref.rows
-        return h, MEAN_K + widening(theta * h, MEAN_K, offset)
 
-    h, k = _cached(("mean", ref.key(), target_arl), compute)
+    return _cached(("mean", ref.key()), compute)
+
+
+def variance_pilot(ref: NumericReference) -> Pilot:
+    """The replay a z**2 CUSUM's threshold comes from (cached, or seeded from a stored profile)."""
+
+    def compute() -> Pilot:
+        z = standardize(ref.draw(np.random.default_rng(2), 50_000), ref)
+        return pilot(
+            lambda h, y: cusum_alarms(y - 1.0 - VARIANCE_K, h),
+            lambda rng, n: standardize(ref.draw(rng, n), ref) ** 2,
+            theta=_theta(z**2 - 1.0 - VARIANCE_K),
+            kurtosis=_kurtosis(z),
+        )
+
+    return _cached(("variance", ref.key()), compute)
+
+
+def seed_pilots(ref: NumericReference, mean: Pilot, variance: Pilot | None) -> None:
+    """Take a reference's pilots as measured elsewhere (at conversion): no replay at load."""
+    with _cache_lock:
+        _cache.setdefault(("mean", ref.key()), mean)
+        if variance is not None:
+            _cache.setdefault(("variance", ref.key()), variance)
+
+
+def mean_stream(kind: str, subject: str, ref: NumericReference, target_arl: float) -> Stream:
+    """Two-sided CUSUM on the value's z-score, its allowance widened for a reference of few rows."""
+    p = mean_pilot(ref)
+    h, k = p.threshold(target_arl), MEAN_K
+    if ref.rows:
+        # The mean's error (1/n), and the spread's, which scales the increments (k^2 (kurtosis - 1) / n).
+        offset = (1.0 + MEAN_K**2 * (p.kurtosis - 1.0)) / ref.rows
+        k += widening(p.theta * h, MEAN_K, offset)
     return Stream(kind, subject, "score" if kind == "prediction" else "mean", CUSUM(k, h))
 
 
 def variance_stream(subject: str, ref: NumericReference, target_arl: float) -> Stream:
     """One-sided CUSUM on z**2 (its mean is 1 under the reference), widened for a small reference."""
-
-    def compute() -> tuple[float, float]:
-        z = standardize(ref.draw(np.random.default_rng(2), 50_000), ref)
-        y = z**2
-        theta = wald_theta(y - 1.0 - VARIANCE_K)
-        h = calibrate(
-            lambda h, y: cusum_alarms(y - 1.0 - VARIANCE_K, h),
-            lambda rng, n: standardize(ref.draw(rng, n), ref) ** 2,
-            theta=theta,
-            target_arl=target_arl,
-        )
-        if not ref.rows:
-            return h, VARIANCE_K
+    p = variance_pilot(ref)
+    h, k = p.threshold(target_arl), VARIANCE_K
+    if ref.rows:
         # The variance's relative error, (kurtosis - 1) / n; and a bias: a sample's variance about its own
         # mean falls short of the population's by 1/n of it, and the mean's error adds its square (1/n).
-        offset = VARIANCE_SCALE_ERROR * (_kurtosis(z) - 1.0) / ref.rows
-        return h, VARIANCE_K + 2.0 / ref.rows + widening(theta * h, VARIANCE_K, offset)
-
-    h, k = _cached(("variance", ref.key(), target_arl), compute)
+        offset = VARIANCE_SCALE_ERROR * (p.kurtosis - 1.0) / ref.rows
+        k += 2.0 / ref.rows + widening(p.theta * h, VARIANCE_K, offset)
     return Stream("drift", subject, "variance", CUSUM(k, h, mu0=1.0, two_sided=False))
 
 

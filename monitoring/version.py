@@ -26,6 +26,7 @@ from sluice.monitoring.health import HealthDetectors, HealthWatch
 from sluice.monitoring.layout import Layout, Observation, WatchOptions
 from sluice.monitoring.prediction import Predictions, PredictionWatch
 from sluice.monitoring.reference import CategoricalReference, NumericReference
+from sluice.monitoring.stored import load_calibration
 from sluice.monitoring.streams import Alarm, Stream
 
 
@@ -51,6 +52,8 @@ class VersionMonitor:
         self._bank: NumericBank | None = None  # for the armed numeric features
         self._windows = WindowBlocks()
         self._arl = 0.0
+        #: Where the profile's detectors were calibrated: "conversion" (stored pilots) or "load".
+        self.calibrated_at: str | None = None
 
     # ----- building -----------------------------------------------------------------------------
 
@@ -78,6 +81,8 @@ class VersionMonitor:
         self._arl = per_detector_arl(self.options.target_false_alarms_per_100k, self.detectors())
         if self.profile is None:
             return
+        # Pilots measured at conversion spare the replays (``stored``); else they run now, once per process.
+        self.calibrated_at = "conversion" if load_calibration(self.profile) else "load"
         rows = self.profile.rows
         for name, watch in self.features.items():
             body = self.profile.features.get(name)
@@ -266,6 +271,7 @@ class VersionMonitor:
                 "reference_size": self.options.reference_size,
                 "window_rows": self.options.window_rows,
                 "per_detector_run_length": round(self._arl),
+                "calibrated_at": self.calibrated_at,
             },
             "reference": {
                 "features": sorted({f["reference_from"] for f in features.values()}),

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from sluice.converters.artifact.errors import ConfigError
+from sluice.converters.artifact.profile import Profile
 from sluice.server import __version__
 from sluice.server.settings import WORKER_SETTINGS_ENV, Settings, load_settings, settings_json
 
@@ -202,8 +203,15 @@ def build_parser() -> argparse.ArgumentParser:
         "never unpickles anything.",
     )
     add_arguments(p)
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, calibrate=_calibrate)
     return parser
+
+
+def _calibrate(profile: Profile) -> dict[str, Any]:
+    """The monitor's calibration of a converted profile, stored in it (``sluice.monitoring.stored``)."""
+    from sluice.monitoring.stored import calibrate_profile
+
+    return calibrate_profile(profile)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,7 +21,8 @@ format 1::
 A histogram's ``atoms`` (optional: older profiles have none) are the values that hold a point mass
 of the sample (a score of exactly 0, a binary feature) and how many rows hold each; they are counted in
 the bins too, so the bins alone are the plain histogram. ``score_summary`` (optional as well) holds the
-score's exact mean and standard deviation: monitors never derive moments from the quantiles.
+score's exact mean and standard deviation: monitors never derive moments from the quantiles. ``calibration``
+(optional) is the monitor's, stored at conversion: an object only ``sluice.monitoring.stored`` reads.
 
 ``to_json`` writes every key in that order (a numeric feature without values has ``null`` statistics);
 ``from_json`` also reads hand-written profiles that leave optional keys out (a feature's ``type``
@@ -220,6 +221,9 @@ class Profile:
     outputs: Outputs | None = None
     #: Rows in the sample.
     rows: int = 0
+    #: The monitor's calibration of this profile, measured at conversion (``sluice.monitoring.stored``):
+    #: an object the monitor reads, keyed by the settings it was measured under; None if not measured.
+    calibration: Mapping[str, Any] | None = field(default=None, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         body: dict[str, Any] = {
@@ -228,6 +232,8 @@ class Profile:
         }
         if self.outputs is not None:
             body["outputs"] = self.outputs.to_json()
+        if self.calibration is not None:
+            body["calibration"] = dict(self.calibration)
         return body
 
     @classmethod
@@ -239,7 +245,9 @@ class Profile:
         }
         raw = top.get("outputs")
         outputs = None if raw is None else _outputs(_object(raw, "outputs"))
-        return cls(features, outputs, _integer(top.get("rows", 0), "rows"))
+        stored = top.get("calibration")
+        calibration = None if stored is None else _object(stored, "calibration")
+        return cls(features, outputs, _integer(top.get("rows", 0), "rows"), calibration)
 
 
 # ----- reading, key by key ------------------------------------------------------------------------
