@@ -16,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import os
 import random
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from sluice.converters.artifact.errors import ConfigError, NotFoundError
@@ -39,7 +37,7 @@ from sluice.server.rollouts.exported import (
     status_body,
 )
 from sluice.server.rollouts.gates import Analyzer, DriftSource, FleetWindow, GateWindow
-from sluice.server.rollouts.plan import Plan, policy_of
+from sluice.server.rollouts.plan import Digests, Plan, policy_of
 from sluice.server.rollouts.prometheus import PrometheusFigures, refresh_due
 from sluice.server.rollouts.shadowing import Mirror, OnPair
 from sluice.server.rollouts.spec import RolloutFile, Shadow, read_rollouts
@@ -86,7 +84,7 @@ class RolloutManager:
         self.file: RolloutFile | None = None
         self.plans: dict[str, Plan] = {}
         self._windows: dict[tuple[str, int], GateWindow] = {}
-        self._digests: dict[tuple[Path, int], str] = {}
+        self._digests = Digests()
         self._fingerprint: tuple[int, int] | None = None
         self._settling: tuple[int, int] | None = None
         self._task: asyncio.Task[None] | None = None
@@ -107,6 +105,7 @@ class RolloutManager:
             await self.store.sync()  # a replica that (re)starts joins the stored rollout at its step
             self._claim()
             self._seen_state = self.store.stat()
+        self.metrics.rollout_store_up.set(self.store.up is not False)
         self.metrics.rollout_leader.set(self.owner)
         self.apply(self._read())
         self.tick()
@@ -140,7 +139,7 @@ class RolloutManager:
             self.owner = True
             self.metrics.rollout_leader.set(1)
             log.info("process %d owns the rollouts (%s)", os.getpid(), self.store.where)
-            for plan in self.plans.values():  # the event log says who carries each rollout on, from where
+            for plan in self.plans.values():  # the events log says who carries each rollout on
                 if plan.controller is not None and plan.controller.phase in ACTIVE:
                     plan.controller.note("leader", f"process {os.getpid()} leads it on from here")
         for model, plan in self.plans.items() if self.owner else ():  # a store that lost its state
@@ -188,11 +187,10 @@ class RolloutManager:
 
     def _stat(self) -> tuple[int, int] | None:
         assert self.path is not None
-        try:
+        with contextlib.suppress(OSError):
             st = self.path.stat()
-        except OSError:
-            return None
-        return (st.st_mtime_ns, st.st_size)
+            return (st.st_mtime_ns, st.st_size)
+        return None
 
     def _read(self) -> RolloutFile:
         assert self.path is not None
@@ -259,14 +257,6 @@ class RolloutManager:
     def _ready(self, model: str) -> dict[int, ModelVersion]:
         return {mv.version: mv for mv in self.registry.versions(model)}
 
-    def _digest(self, mv: ModelVersion) -> str:
-        if mv.manifest.sha256:
-            return mv.manifest.sha256
-        key = (mv.path, id(mv))
-        if key not in self._digests:
-            self._digests[key] = hashlib.sha256((mv.path / "model.onnx").read_bytes()).hexdigest()
-        return self._digests[key]
-
     def _controller(
         self, model: str, plan: Plan, saved: dict[str, Any] | None = None, *, announce: bool = True
     ) -> RolloutController | None:
@@ -284,8 +274,8 @@ class RolloutManager:
                 return None
         plan.waiting = ""
         identity = (
-            f"{model}:{spec.stable}@{self._digest(ready[spec.stable])[:12]}"
-            f"->{spec.candidate}@{self._digest(ready[spec.candidate])[:12]}"
+            f"{model}:{spec.stable}@{self._digests(ready[spec.stable])[:12]}"
+            f"->{spec.candidate}@{self._digests(ready[spec.candidate])[:12]}"
         )
         if saved is None or saved.get("identity") != identity:
             saved = self.store.load().get(model)

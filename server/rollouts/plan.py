@@ -6,8 +6,11 @@ its rollout stands. The manager publishes it; ``sluice.server.routing.decide`` a
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from sluice.server.registry import ModelVersion
 from sluice.server.rollouts.controller import ACTIVE, Phase, RolloutController
 from sluice.server.rollouts.prometheus import PrometheusFigures
 from sluice.server.rollouts.shadowing import Mirror
@@ -71,3 +74,19 @@ def policy_of(plan: Plan) -> tuple[dict[int, float], Policy]:
         salt=sticky.salt if sticky else "",
     )
     return weights, policy
+
+
+class Digests:
+    """The sha256 of a version's artifact (part of a rollout's identity): the manifest's, else computed once
+    per load of the version."""
+
+    def __init__(self) -> None:
+        self._computed: dict[tuple[Path, int], str] = {}
+
+    def __call__(self, mv: ModelVersion) -> str:
+        if mv.manifest.sha256:
+            return mv.manifest.sha256
+        key = (mv.path, id(mv))
+        if key not in self._computed:
+            self._computed[key] = hashlib.sha256((mv.path / "model.onnx").read_bytes()).hexdigest()
+        return self._computed[key]
