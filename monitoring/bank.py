@@ -16,7 +16,7 @@ import numpy as np
 from sluice.monitoring.cusum import CUSUM, CUSUMBank
 from sluice.monitoring.features import FeatureWatch, NumericDetectors
 from sluice.monitoring.reference import NumericReference
-from sluice.monitoring.streams import Z_CLIP, Alarm, Stream
+from sluice.monitoring.streams import Z_CLIP, Alarm, Stream, squared
 
 #: Numeric feature rows held before their windows are updated.
 WINDOW_BLOCK_ROWS = 256
@@ -64,7 +64,7 @@ class NumericBank:
         """Update both sides with the finite matrix ``x``: the mean side's alarms, then the variance's."""
         z = np.clip((x - self.means) / self.stds, -Z_CLIP, Z_CLIP)
         n = len(times)
-        for streams, cusums, values in zip(self.sides, self.cusums, (z, z * z), strict=True):
+        for streams, cusums, values in zip(self.sides, self.cusums, (z, squared(z)), strict=True):
             alarms: list[Alarm] = []
             if cusums is not None:
                 for stream, hits in zip(streams, cusums.update(values), strict=True):

@@ -27,6 +27,7 @@ from sluice.monitoring.streams import (
     rate_stream,
     reference_rate,
     share_p1,
+    squared,
     standardize,
     variance_stream,
 )
@@ -157,7 +158,7 @@ class FeatureWatch:
                 x, times = x[ok], times[ok]
             z = standardize(x, ref)
             alarms += detectors.mean.feed(z, times)
-            alarms += detectors.variance.feed(z * z, times)
+            alarms += detectors.variance.feed(squared(z), times)
             if self.window is not None:
                 self.window.add_values(x)
         elif isinstance(detectors, CategoricalDetectors):

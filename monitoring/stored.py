@@ -28,6 +28,7 @@ from sluice.monitoring.calibration import MARGIN, PILOT_ALARMS, PILOT_ARLS, Pilo
 from sluice.monitoring.reference import NumericReference
 from sluice.monitoring.streams import (
     MEAN_K,
+    VARIANCE_CLIP,
     VARIANCE_K,
     Z_CLIP,
     mean_pilot,
@@ -46,6 +47,7 @@ def calibration_key() -> dict[str, Any]:
         "mean_k": MEAN_K,
         "variance_k": VARIANCE_K,
         "z_clip": Z_CLIP,
+        "variance_clip": VARIANCE_CLIP,
         "pilot_arls": list(PILOT_ARLS),
         "pilot_alarms": PILOT_ALARMS,
         "margin": MARGIN,
