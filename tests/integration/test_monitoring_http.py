@@ -158,3 +158,34 @@ def test_a_shadow_versions_pairs_reach_its_monitor(
     assert shadow["anomaly"] is False and all(d["alarms"] == 0 for d in shadow["detectors"])
     primary = gateway.client.get("/v2/models/clf/versions/1/monitoring").json()
     assert primary["shadow"] is None
+
+
+def test_a_rise_of_client_errors_is_its_own_incident(
+    make_server: Any, repository: Any, fitted: dict[str, Any]
+) -> None:
+    """422s never count against the model, but 40 % of requests failing validation is an incident."""
+    (repository / "clf" / "config.yaml").write_text("monitoring: {reference_size: 100}\n")
+    gateway = make_server()
+    _, sample = fitted["clf"]
+    rng = np.random.default_rng(7)
+    bad = {"inputs": [{"name": "input", "shape": [1, 3], "datatype": "FP32", "data": [0.0, 1.0, 2.0]}]}
+    for _ in range(300):
+        infer(gateway, sample[rng.integers(0, len(sample), 1)])
+    for i in range(150):
+        if i % 5 < 2:
+            assert gateway.client.post("/v2/models/clf/infer", json=bad).status_code in (400, 422)
+        else:
+            infer(gateway, sample[rng.integers(0, len(sample), 1)])
+    deadline = time.monotonic() + 30.0
+    while True:
+        body = gateway.client.get("/v2/models/clf/versions/1/monitoring").json()
+        if body["observed"]["requests"] >= 450 and body["pending"] == 0:
+            break
+        assert time.monotonic() < deadline, body["observed"]
+        time.sleep(0.05)  # polling interval; the condition above is what synchronises
+    assert body["client_errors"]["anomaly"] is True
+    assert body["client_errors"]["detectors"][0]["alarms"] >= 1
+    assert body["errors"]["anomaly"] is False and body["errors"]["detectors"][0]["alarms"] == 0
+    assert [i["kind"] for i in body["incidents"]] == ["client_errors"]
+    text = gateway.client.get("/metrics").text
+    assert 'sluice_monitoring_incidents_open{kind="client_errors",model="clf",version="1"} 1.0' in text
