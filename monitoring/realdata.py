@@ -68,7 +68,7 @@ def load(name: str) -> Data:
     if name in sklearn_sets:
         x, y = sklearn_sets[name](return_X_y=True)
         return Data(name, np.asarray(x, dtype=np.float64), np.asarray(y))
-    river_sets = {
+    river_sets: dict[str, Callable[[], Any]] = {
         "phishing": river_datasets.Phishing,
         "bananas": river_datasets.Bananas,
         "image_segments": river_datasets.ImageSegments,
@@ -92,11 +92,11 @@ class Shift:
 
 
 def _all(d: Data) -> np.ndarray:
-    return d.y >= 0
+    return np.asarray(d.y >= 0)
 
 
 def _low(d: Data) -> np.ndarray:
-    return d.x[:, 0] <= np.median(d.x[:, 0])
+    return np.asarray(d.x[:, 0] <= np.median(d.x[:, 0]))
 
 
 def _high(d: Data) -> np.ndarray:

@@ -97,7 +97,7 @@ def squared(z: np.ndarray) -> np.ndarray:
     >>> squared(np.array([0.5, -2.0, 7.0])).tolist()
     [0.25, 4.0, 16.0]
     """
-    return np.minimum(z * z, VARIANCE_CLIP * VARIANCE_CLIP)
+    return np.asarray(np.minimum(z * z, VARIANCE_CLIP * VARIANCE_CLIP))
 
 
 def standardize(values: np.ndarray, ref: NumericReference) -> np.ndarray:
