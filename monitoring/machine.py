@@ -21,7 +21,9 @@ from typing import Any, TextIO
 import numpy as np
 from river import drift
 
-from sluice.monitoring.live import LatencyShift, TailShift
+from sluice.monitoring.calibration import per_detector_arl
+from sluice.monitoring.health import HealthDetectors
+from sluice.monitoring.live import LatencyShift
 
 _RNG = np.random.default_rng(0)
 _W1 = _RNG.normal(size=(128, 256))
@@ -74,9 +76,11 @@ def report(requests: int = 150_000, interval_s: float = 0.0005, out: TextIO = sy
         "River PageHinkley (up, defaults) on z of log latency": lambda: drift.PageHinkley(mode="up"),
         "River ADWIN (defaults) on z of log latency": drift.ADWIN,
     }
+    # As the gateway builds them: a monitor of 20 detectors under the default budget of 10 per 100k.
+    health = HealthDetectors.build(per_detector_arl(10.0, 20), 2000)
     rows = {
-        "LatencyShift on log latency": len(LatencyShift().update_many(logs)),
-        "TailShift on latency": len(TailShift().update_many(stable)),
+        "LatencyShift on log latency": len(health.latency.detector.update_many(logs)),  # type: ignore[attr-defined]
+        "TailShift on latency": len(health.tail.detector.update_many(stable)),  # type: ignore[attr-defined]
     }
     for name, make in rivals.items():
         detector = make()
