@@ -16,7 +16,7 @@ from itertools import repeat
 import numpy as np
 
 from sluice.monitoring.layout import FeatureSource, WatchOptions
-from sluice.monitoring.reference import CategoricalReference, NumericReference
+from sluice.monitoring.reference import MIN_STD, CategoricalReference, NumericReference
 from sluice.monitoring.streams import (
     MISSING_LIFT,
     UNSEEN_LIFT,
@@ -132,6 +132,11 @@ class FeatureWatch:
         self.reference, self.reference_from = ref, source
         name = self.source.name
         if isinstance(ref, NumericReference):
+            if ref.std <= MIN_STD:
+                # Constant in the reference (digits' border pixels): a z-score has no scale, and the
+                # first other value would alarm for ever. Not watched; the snapshot shows no detectors.
+                self.detectors, self.window = None, None
+                return
             self.detectors = NumericDetectors.build(name, ref, missing, arl, options)
             self.window = Window.numeric(ref, options.window_rows)
             return

@@ -175,3 +175,35 @@ def test_a_profile_written_before_summaries_and_atoms_reads_and_writes_unchanged
     profile = Profile.from_json(body)
     assert isinstance(profile.outputs, ClassifierOutputs) and profile.outputs.score_summary is None
     assert profile.to_json() == body
+
+
+def test_a_feature_constant_in_the_reference_is_not_watched() -> None:
+    """Digits' border pixels: 0 in every reference row; a z-score has no scale and alarmed for ever."""
+    rng = np.random.default_rng(9)
+    x = rng.normal(size=(500, 2))
+    x[:, 1] = 0.0
+    s = _bimodal(rng, 500)
+    profile = build_profile(
+        x,
+        ["a", "b"],
+        labels=(s > 0.5).astype(np.int64),
+        scores=np.stack([1 - s, s], axis=1),
+        class_labels=[0, 1],
+    )
+    vm = VersionMonitor("m", 1, LAYOUT, profile, WatchOptions())
+    live = rng.normal(size=(2000, 2))
+    live[:, 1] = (rng.random(2000) < 0.01) * 3.0
+    s = _bimodal(rng, 2000)
+    obs = [
+        Observation(
+            {"x": live[i : i + 10]},
+            {"probabilities": np.stack([1 - s[i : i + 10], s[i : i + 10]], axis=1)},
+            0.001,
+            False,
+            float(i),
+        )
+        for i in range(0, 2000, 10)
+    ]
+    assert [a for a in vm.feed(obs) if a.stream.subject == "b"] == []
+    assert vm.snapshot(2000.0)["features"]["b"]["detectors"] == []
+    assert len(vm.snapshot(2000.0)["features"]["a"]["detectors"]) == 2
