@@ -111,7 +111,7 @@ class Replica:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "sluice.server.cli", "serve", "--repository", str(repository),
                  "--rollout", str(rollouts), "--port", str(self.port)],
-                stdout=log, stderr=subprocess.STDOUT, env=env,
+                stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True,
             )  # fmt: skip
         self.http = httpx.Client(base_url=self.url, timeout=10)
 
@@ -145,15 +145,19 @@ class Replica:
     def log(self) -> str:
         return self.log_path.read_text()
 
+    def kill(self) -> None:
+        """SIGKILL the replica and whatever it started, as a node or container dying would."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait(timeout=10)
+
     def stop(self) -> None:
         self.http.close()
         if self.process.poll() is None:
             self.process.terminate()
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
+        self.kill()  # its own session: nothing it started outlives the test
 
 
 @pytest.fixture
@@ -258,8 +262,7 @@ def test_a_progressive_rollout_moves_in_step_everywhere_and_survives_the_leader_
         assert gates[0]["source"] == "fleet", gates  # the leader judged every replica's traffic
 
         # (c) SIGKILL the leader mid-rollout: another replica takes the lease within a few seconds
-        leader.process.send_signal(signal.SIGKILL)
-        leader.process.wait(timeout=10)
+        leader.kill()
         killed = time.monotonic()
         survivors = [r for r in replicas if r is not leader]
         wait_for(lambda: sum(r.leads() for r in survivors) == 1, "a new leader", timeout_s=10)
