@@ -26,8 +26,9 @@ from sluice.converters.artifact.errors import ConfigError, ModelLoadError, Model
 from sluice.converters.artifact.manifest import MANIFEST_FILE, MODEL_FILE, Manifest, TensorSpec
 from sluice.server.execution.executors import Executor, ExecutorFactory
 from sluice.server.execution.runtime import OnnxRuntime
+from sluice.server.model_config import ModelConfig
 from sluice.server.routing import ModelRoutes, Routing, parse_version
-from sluice.server.settings import BatchingSettings, ModelConfig, Settings
+from sluice.server.settings import BatchingSettings, Settings
 
 log = logging.getLogger("sluice.registry")
 

@@ -5,7 +5,8 @@ from pathlib import Path
 import pytest
 
 from sluice.converters.artifact.errors import ConfigError
-from sluice.server.settings import ModelConfig, VersionPolicy, load_settings, reference_markdown
+from sluice.server.model_config import ModelConfig, VersionPolicy
+from sluice.server.settings import load_settings, reference_markdown
 
 
 def test_precedence_flags_over_environment_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
