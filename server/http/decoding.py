@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import sys
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 
@@ -30,15 +31,13 @@ class LargeDecodes:
         self._pool: ProcessPoolExecutor | None = None
 
     def start(self) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._pool = ProcessPoolExecutor(self._workers, mp_context=context)
-        for _ in range(self._workers):  # start the processes now, not on the first large request
-            self._pool.submit(int)
+        """Nothing yet: the processes start with the first large body (most gateways never see one)."""
 
     async def run(self, work: Callable[[], InferRequest]) -> InferRequest:
         """``work()`` in a worker process (``work`` must pickle: a module-level function and its args)."""
         if self._pool is None:
-            raise RuntimeError("LargeDecodes.start() was not called")
+            context = multiprocessing.get_context("spawn")
+            self._pool = ProcessPoolExecutor(self._workers, mp_context=context, initializer=_die_with_parent)
         async with self._slots:
             return await asyncio.get_running_loop().run_in_executor(self._pool, work)
 
@@ -46,3 +45,13 @@ class LargeDecodes:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def _die_with_parent() -> None:
+    """In a worker: ask Linux to end it when the gateway dies, even by SIGKILL (no orphans, no held pipes)."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+        import signal
+
+        pr_set_pdeathsig = 1
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
