@@ -311,7 +311,8 @@ class InferenceEndpoint:
                 raise BodyTooLargeError(
                     f"{exc.message} for JSON; send large inputs as binary tensors"
                 ) from None
-            json_length = header_length(headers) if binary else len(body)
+            declared = header_length(headers) if binary else None  # the binary request's JSON header
+            json_length = declared if binary else len(body)
             if json_length is not None and json_length > json_limit:
                 raise BodyTooLargeError(
                     f"the request's JSON is {json_length} bytes, over the limit of {json_limit} "
@@ -321,7 +322,7 @@ class InferenceEndpoint:
                 work = functools.partial(
                     decode_v2,
                     body,
-                    header_length=header_length(headers),
+                    header_length=declared,
                     signature=mv.inputs,
                     max_elements=settings.max_elements,
                     allow_nan=mv.allow_nan,
